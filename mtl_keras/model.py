@@ -1,0 +1,304 @@
+"""The multi-task model: a shared encoder, one head per task, one training step."""
+
+import keras
+import tensorflow as tf
+
+from mtl_keras.backbone import SharedEncoder
+from mtl_keras.tasks import validate_tasks
+from mtl_keras.weighting import LossWeighting, StaticWeighting
+
+
+def _global_sum(value):
+    """Sums `value` over the replicas of the current strategy (identity on one)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+@keras.saving.register_keras_serializable(package="mtl_keras")
+class MultiTaskModel(keras.Model):
+    """A shared encoder feeding one Dense head per task, with named outputs.
+
+    Takes `{"token_ids": int [B, L], "padding_mask": bool [B, L]}` and
+    returns `{task_name: logits}` (float32 under any precision). Sequence
+    tasks (`tagging`) read the encoder's sequence output, the others its
+    pooled output.
+
+    Training (`fit`, or `mtl_keras.loop.train_loop`, which calls the same
+    `train_step`) takes batches `(x, y, sample_weight)` with `y` and
+    `sample_weight` dicts keyed by task name. `sample_weight[task]` is the
+    task's label mask: each task's loss is the mean over the examples that
+    carry its label, over the *global* batch (all replicas), so unlabelled
+    rows neither contribute nor dilute the mean, and a batch without labels
+    for a task contributes exactly 0. The task losses are combined by a
+    `LossWeighting` strategy (a weighted sum by default). Under
+    `mixed_float16` the loss is scaled through the optimizer
+    (`LossScaleOptimizer`); the unscaled loss is what is logged.
+
+    Args:
+        tasks: a list of `Task`s (or their config dicts).
+        encoder: a `SharedEncoder` (or any functional model with the same
+            inputs and `sequence_output` / `pooled_output` outputs).
+        weighting: a `LossWeighting`; defaults to the tasks' `loss_weight`s.
+
+    Example:
+    >>> import numpy as np
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task
+    >>> encoder = SharedEncoder(vocabulary_size=50, sequence_length=8,
+    ...                         hidden_dim=8, num_layers=1, num_heads=2)
+    >>> model = MultiTaskModel(
+    ...     [Task("topic", "multiclass", 3), Task("positive", "binary")], encoder)
+    >>> model.compile()
+    >>> x = {"token_ids": np.random.randint(1, 50, (4, 8)).astype("int32"),
+    ...      "padding_mask": np.ones((4, 8), bool)}
+    >>> y = {"topic": np.array([0, 1, 2, 0]), "positive": np.array([1., 0., 1., 0.])}
+    >>> mask = {"topic": np.ones(4, "float32"),
+    ...         "positive": np.array([1., 1., 0., 0.], "float32")}
+    >>> history = model.fit(x, y, sample_weight=mask, epochs=1, verbose=0)
+    >>> sorted(model(x))
+    ['positive', 'topic']
+    """
+
+    def __init__(self, tasks, encoder, weighting=None, **kwargs):
+        tasks = validate_tasks(tasks)
+        if weighting is None:
+            weighting = StaticWeighting({t.name: t.loss_weight for t in tasks})
+        if not isinstance(weighting, LossWeighting):
+            raise TypeError(
+                f"weighting must be a LossWeighting, got {type(weighting).__name__}."
+            )
+        # === Layers ===
+        self.encoder = encoder
+        self.heads = {
+            task.name: keras.layers.Dense(
+                task.head_units, dtype="float32", name=f"{task.name}_head"
+            )
+            for task in tasks
+        }
+        self.head_dropout = keras.layers.Dropout(
+            encoder.get_config().get("dropout", 0.1), name="head_dropout"
+        )
+
+        # === Functional graph ===
+        inputs = {
+            "token_ids": keras.Input(shape=(None,), dtype="int32", name="token_ids"),
+            "padding_mask": keras.Input(
+                shape=(None,), dtype="bool", name="padding_mask"
+            ),
+        }
+        features = encoder(inputs)
+        pooled = self.head_dropout(features["pooled_output"])
+        sequence = features["sequence_output"]
+        outputs = {
+            task.name: self.heads[task.name](
+                sequence if task.is_sequence_task else pooled
+            )
+            for task in tasks
+        }
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config and state ===
+        self.tasks = tasks
+        self.weighting = weighting
+        self.losses_by_task = {task.name: task.loss() for task in tasks}
+        # Counts every train step, including the ones a LossScaleOptimizer
+        # skips (which do not advance `optimizer.iterations`).
+        self.train_step_counter = keras.Variable(
+            0,
+            dtype="int64",
+            trainable=False,
+            aggregation="only_first_replica",
+            name="train_step_counter",
+        )
+        self._combined_loss_tracker = keras.metrics.Mean(name="loss")
+        self._task_loss_trackers = {
+            task.name: keras.metrics.Mean(name=f"{task.name}_loss") for task in tasks
+        }
+        self._task_metrics = {task.name: task.metrics() for task in tasks}
+
+    @property
+    def task_names(self):
+        return [task.name for task in self.tasks]
+
+    @property
+    def precision(self):
+        return self.encoder.get_config().get("dtype", "float32")
+
+    # --- Training -----------------------------------------------------------
+
+    def compile(
+        self,
+        optimizer=None,
+        learning_rate=1e-3,
+        weight_decay=0.01,
+        loss_scale=True,
+        **kwargs,
+    ):
+        """Configures training with defaults that suit the task kinds.
+
+        Args:
+            optimizer: a Keras optimizer; default AdamW(`learning_rate`,
+                `weight_decay`, clipnorm 1.0).
+            loss_scale: under `mixed_float16`, wrap the optimizer in a
+                `LossScaleOptimizer` (dynamic loss scaling) unless it is one.
+            **kwargs: passed to `keras.Model.compile` (`steps_per_execution`,
+                `jit_compile`, ...). Losses and metrics come from the tasks;
+                passing `loss` or `metrics` is an error.
+        """
+        for key in ("loss", "metrics", "loss_weights"):
+            if kwargs.get(key) is not None:
+                raise ValueError(
+                    f"MultiTaskModel.compile() takes no `{key}`: each Task's kind "
+                    "defines its loss and metrics, and `weighting` combines them."
+                )
+        if optimizer is None:
+            optimizer = keras.optimizers.AdamW(
+                learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=1.0
+            )
+        else:
+            optimizer = keras.optimizers.get(optimizer)
+        if (
+            self.precision == "mixed_float16"
+            and loss_scale
+            and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        ):
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        kwargs.setdefault("jit_compile", False)
+        super().compile(optimizer=optimizer, auto_scale_loss=False, **kwargs)
+
+    @property
+    def metrics(self):
+        tracked = [self._combined_loss_tracker]
+        for name in self.task_names:
+            tracked.append(self._task_loss_trackers[name])
+            tracked.extend(self._task_metrics[name])
+        return tracked
+
+    def compute_task_losses(self, y, y_pred, sample_weight=None, update_metrics=True):
+        """Each labelled task's mean loss over the labelled units of the global batch.
+
+        Returns `{task: scalar}` for the tasks present in `y`. Each replica
+        returns its share (its sum divided by the global labelled count), so
+        summing the replicas' gradients gives the gradient of the true mean;
+        no further division by the replica count is needed.
+        """
+        sample_weight = sample_weight or {}
+        task_losses = {}
+        for task in self.tasks:
+            if task.name not in y:
+                continue
+            labels = y[task.name]
+            logits = y_pred[task.name]
+            if task.kind in ("binary", "regression"):
+                labels = tf.reshape(tf.cast(labels, "float32"), (-1, 1))
+            elif task.kind == "multilabel":
+                labels = tf.cast(labels, "float32")
+            per_unit = self.losses_by_task[task.name](labels, logits)
+            mask = sample_weight.get(task.name)
+            if mask is None:
+                mask = tf.ones_like(per_unit)
+            mask = tf.reshape(tf.cast(mask, per_unit.dtype), tf.shape(per_unit))
+            local_sum = tf.reduce_sum(per_unit * mask)
+            global_count = _global_sum(tf.reduce_sum(mask))
+            task_losses[task.name] = tf.math.divide_no_nan(local_sum, global_count)
+            if update_metrics:
+                self._update_task_metrics(task, y[task.name], logits, per_unit, mask)
+        return task_losses
+
+    def _update_task_metrics(self, task, labels, logits, per_unit, mask):
+        # Metrics count labelled units: rows, or tokens for tagging tasks.
+        mask = tf.reshape(mask, (-1,))
+        self._task_loss_trackers[task.name].update_state(
+            tf.reshape(per_unit, (-1,)), sample_weight=mask
+        )
+        if task.kind == "tagging":
+            labels = tf.reshape(labels, (-1,))
+            logits = tf.reshape(logits, (-1, task.head_units))
+        elif task.kind in ("binary", "regression"):
+            labels = tf.reshape(tf.cast(labels, "float32"), (-1, 1))
+        for metric in self._task_metrics[task.name]:
+            metric.update_state(labels, logits, sample_weight=mask)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        variables = self.trainable_variables
+        needs_task_gradients = self.weighting.needs_task_gradients
+        with tf.GradientTape(persistent=needs_task_gradients) as tape:
+            y_pred = self(x, training=True)
+            task_losses = self.compute_task_losses(y, y_pred, sample_weight)
+            loss = self.weighting.combine(task_losses)
+            if needs_task_gradients:
+                scaled_task_losses = {
+                    name: self.optimizer.scale_loss(value)
+                    for name, value in task_losses.items()
+                }
+            else:
+                scaled_loss = self.optimizer.scale_loss(loss)
+        if needs_task_gradients:
+            gradients = self.weighting.combine_gradients(
+                {
+                    name: [
+                        None if g is None else tf.convert_to_tensor(g)
+                        for g in tape.gradient(value, variables)
+                    ]
+                    for name, value in scaled_task_losses.items()
+                }
+            )
+            del tape
+        else:
+            gradients = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.train_step_counter.assign_add(1)
+        self._combined_loss_tracker.update_state(_global_sum(loss))
+        return self.get_metrics_result()
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = self(x, training=False)
+        task_losses = self.compute_task_losses(y, y_pred, sample_weight)
+        self._combined_loss_tracker.update_state(_global_sum(self.weighting.combine(task_losses)))
+        return self.get_metrics_result()
+
+    def get_metric(self, name):
+        """The metric object logged as `name` (e.g. `"topic_accuracy"`)."""
+        for metric in self.metrics:
+            if metric.name == name:
+                return metric
+        raise KeyError(f"No metric {name!r}; logged: {[m.name for m in self.metrics]}.")
+
+    def get_metrics_result(self):
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    # --- Serialization -------------------------------------------------------
+
+    def get_config(self):
+        return {
+            "tasks": [task.get_config() for task in self.tasks],
+            "encoder": keras.layers.serialize(self.encoder),
+            "weighting": keras.layers.serialize(self.weighting),
+            "name": self.name,
+        }
+
+    def get_compile_config(self):
+        if not self.compiled:
+            return None
+        return {
+            "optimizer": keras.optimizers.serialize(self.optimizer),
+            "steps_per_execution": self.steps_per_execution,
+            "jit_compile": self.jit_compile,
+        }
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        config["optimizer"] = keras.optimizers.deserialize(config["optimizer"])
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.layers.deserialize(config["encoder"])
+        config["weighting"] = keras.layers.deserialize(config["weighting"])
+        return cls(**config)
