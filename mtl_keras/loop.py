@@ -25,7 +25,10 @@ def _make_step(model, step_fn):
 
 def _results(model):
     """Reads the metrics outside the replicas, so they are aggregated over all."""
-    return {name: float(value) for name, value in model.get_metrics_result().items()}
+    return {
+        name: float(tf.convert_to_tensor(value))
+        for name, value in model.get_metrics_result().items()
+    }
 
 
 def evaluate(model, dataset, verbose=0):

@@ -260,6 +260,18 @@ class MultiTaskModel(keras.Model):
         self._combined_loss_tracker.update_state(_global_sum(self.weighting.combine(task_losses)))
         return self.get_metrics_result()
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a tf.distribute strategy, Keras builds by averaging a sample
+        # batch across replicas, which fails on bool padding masks. This
+        # functional model is built at construction and compiles no Keras
+        # losses or metrics, so only the optimizer is left to build.
+        if self.built and self.optimizer is not None:
+            with self.distribute_strategy.scope():
+                if not self.optimizer.built:
+                    self.optimizer.build(self.trainable_variables)
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def get_metric(self, name):
         """The metric object logged as `name` (e.g. `"topic_accuracy"`)."""
         for metric in self.metrics:

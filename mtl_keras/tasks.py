@@ -36,6 +36,8 @@ class LogitF1Score(keras.metrics.F1Score):
         )
         self.num_classes = num_classes
         self.sparse = sparse
+        # Create the variables now, not lazily inside a replica's step.
+        self._build((None, num_classes), (None, num_classes))
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = keras.ops.convert_to_tensor(y_pred, dtype="float32")
