@@ -1,0 +1,339 @@
+"""Tokenization and batching: raw examples → `(x, y, sample_weight)` batches."""
+
+import keras
+import keras_hub
+import tensorflow as tf
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+RESERVED_TOKENS = (PAD, UNK, CLS, SEP, MASK)
+TRUNCATION_MODES = ("round_robin", "waterfall")
+
+
+def clean_text(text):
+    """Replaces invalid UTF-8 bytes with U+FFFD (the text policy of this module)."""
+    return tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
+
+
+def learn_vocabulary(
+    texts, vocabulary_size, lowercase=True, reserved_tokens=RESERVED_TOKENS
+):
+    """Learns a WordPiece vocabulary, with `"[PAD]"` as id 0.
+
+    Args:
+        texts: a list of strings or a `tf.data.Dataset` of strings (scalars
+            or batches). Invalid UTF-8 is cleaned as in `TextPreprocessor`.
+        vocabulary_size: the maximum number of tokens, reserved ones included.
+        lowercase: must match the `TextPreprocessor` that uses the vocabulary.
+        reserved_tokens: tokens put first, in order; must start with
+            `"[PAD]"` and contain `"[UNK]"`, `"[CLS]"` and `"[SEP]"`.
+
+    Returns:
+        The vocabulary as a list of tokens.
+
+    Example:
+    >>> vocab = learn_vocabulary(["the cat sat", "the dog ran"], 40)
+    >>> vocab[:4]
+    ['[PAD]', '[UNK]', '[CLS]', '[SEP]']
+    """
+    reserved_tokens = list(reserved_tokens)
+    if not reserved_tokens or reserved_tokens[0] != PAD:
+        raise ValueError(f"reserved_tokens must start with {PAD!r} (id 0).")
+    missing = [t for t in (UNK, CLS, SEP) if t not in reserved_tokens]
+    if missing:
+        raise ValueError(f"reserved_tokens must contain {missing}.")
+    if not isinstance(texts, tf.data.Dataset):
+        # A list given to keras-hub would be read as file names.
+        texts = tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), tf.string))
+    spec = texts.element_spec
+    if not isinstance(spec, tf.TensorSpec) or spec.dtype != tf.string:
+        raise ValueError(
+            "learn_vocabulary needs a dataset of strings, got elements "
+            f"{spec}; map raw examples first, e.g. "
+            "`ds.map(lambda features, labels, masks: features['text'])`."
+        )
+    return keras_hub.tokenizers.compute_word_piece_vocabulary(
+        texts.map(clean_text, num_parallel_calls=tf.data.AUTOTUNE),
+        vocabulary_size,
+        lowercase=lowercase,
+        reserved_tokens=reserved_tokens,
+    )
+
+
+@keras.saving.register_keras_serializable(package="mtl_keras")
+class TextPreprocessor(keras.layers.Layer):
+    """Turns strings into packed WordPiece ids and a padding mask.
+
+    Returns `{"token_ids": int32 [B, L], "padding_mask": bool [B, L]}` for a
+    batch of strings (`[L]` for a single string), laid out as
+    `[CLS] text [SEP]`, or `[CLS] text [SEP] text_pair [SEP]` when
+    `pair=True`, and padded with `[PAD]` (id 0) to `L = sequence_length`.
+    Longer texts are truncated; `[SEP]` is always kept.
+
+    Text policy, the same eagerly, in `tf.data` and in a `tf.function` or
+    SavedModel (all run the TensorFlow code path of keras-hub):
+    - invalid UTF-8 bytes are replaced by U+FFFD before tokenization; a word
+      containing one usually becomes `[UNK]`;
+    - an empty (or whitespace-only) text packs to `[CLS] [SEP]`
+      (`[CLS] [SEP] [SEP]` for an empty pair).
+
+    The vocabulary is saved as an asset of the `.keras` file by the
+    keras-hub tokenizer; it is not part of `get_config()`.
+
+    Args:
+        vocabulary: a list of tokens or the path of a file with one token
+            per line, with `"[PAD]"` first and containing `"[UNK]"`,
+            `"[CLS]"` and `"[SEP]"` (see `learn_vocabulary`).
+        sequence_length: the length every sequence is packed to.
+        lowercase: whether to case-fold the text (as the vocabulary was).
+        pair: whether inputs are sentence pairs, `call(text, text_pair)`.
+        truncate: how pairs are shortened: `"round_robin"` takes one token
+            at a time from each segment, `"waterfall"` cuts the last first.
+
+    Example:
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat"]
+    >>> preprocessor = TextPreprocessor(vocab, sequence_length=6)
+    >>> preprocessor(["the cat sat", "the dog"])["token_ids"].numpy().tolist()
+    [[2, 4, 5, 6, 3, 0], [2, 4, 1, 3, 0, 0]]
+    """
+
+    def __init__(
+        self,
+        vocabulary=None,
+        sequence_length=128,
+        lowercase=True,
+        pair=False,
+        truncate="round_robin",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if truncate not in TRUNCATION_MODES:
+            raise ValueError(
+                f"truncate must be one of {TRUNCATION_MODES}, got {truncate!r}."
+            )
+        if sequence_length < (3 if pair else 2):
+            raise ValueError(f"sequence_length {sequence_length} is too short.")
+        # Strings are not converted to backend tensors, and eager calls run
+        # the same TensorFlow ops as tf.data (not keras-hub's Python path).
+        self._convert_input_args = False
+        self._allow_non_tensor_positional_args = True
+
+        # === Layers ===
+        self.tokenizer = keras_hub.tokenizers.WordPieceTokenizer(
+            vocabulary=vocabulary,
+            lowercase=lowercase,
+            oov_token=UNK,
+            dtype="int32",
+            _allow_python_workflow=False,
+            name="tokenizer",
+        )
+        if vocabulary is not None and self.tokenizer.token_to_id(PAD) != 0:
+            raise ValueError(f"{PAD!r} must be the first token (id 0).")
+
+        # === Config ===
+        self.sequence_length = sequence_length
+        self.lowercase = lowercase
+        self.pair = pair
+        self.truncate = truncate
+        # All state exists now; built layers can be tracked for export.
+        self.build()
+
+    def build(self, *args, **kwargs):
+        self.tokenizer.build(None)
+
+    @property
+    def vocabulary_size(self):
+        return self.tokenizer.vocabulary_size()
+
+    def call(self, text, text_pair=None, sequence_length=None):
+        sequence_length = sequence_length or self.sequence_length
+        segments = (text,) if text_pair is None else (text, text_pair)
+        if len(segments) != (2 if self.pair else 1):
+            raise ValueError(
+                f"TextPreprocessor(pair={self.pair}) was called with "
+                f"{len(segments)} text input(s)."
+            )
+        segments = tuple(self._tokenize(s) for s in segments)
+        # The packers are built here, from the tokenizer's current vocabulary,
+        # because a `.keras` file restores that vocabulary after `__init__`.
+        ids = {t: self.tokenizer.token_to_id(t) for t in (CLS, SEP, PAD)}
+        if self.pair:
+            packer = keras_hub.layers.MultiSegmentPacker(
+                sequence_length,
+                start_value=ids[CLS],
+                end_value=ids[SEP],
+                pad_value=ids[PAD],
+                truncate=self.truncate,
+                _allow_python_workflow=False,
+            )
+            token_ids, _ = packer(segments)
+            padding_mask = token_ids != ids[PAD]
+        else:
+            packer = keras_hub.layers.StartEndPacker(
+                sequence_length,
+                start_value=ids[CLS],
+                end_value=ids[SEP],
+                pad_value=ids[PAD],
+                return_padding_mask=True,
+                _allow_python_workflow=False,
+            )
+            token_ids, padding_mask = packer(segments[0])
+        return {
+            "token_ids": tf.cast(token_ids, "int32"),
+            "padding_mask": tf.cast(padding_mask, "bool"),
+        }
+
+    def _tokenize(self, text):
+        text = tf.convert_to_tensor(text)
+        if text.dtype != tf.string:
+            raise ValueError(f"TextPreprocessor takes strings, got {text.dtype}.")
+        tokens = self.tokenizer(clean_text(text))
+        if isinstance(tokens, list):
+            # Eagerly, keras-hub hands ragged batches back as Python lists.
+            tokens = tf.ragged.constant(tokens, dtype="int32", ragged_rank=1)
+        return tokens
+
+    def compute_output_spec(self, text, text_pair=None, sequence_length=None):
+        shape = tuple(text.shape) + (sequence_length or self.sequence_length,)
+        return {
+            "token_ids": keras.KerasTensor(shape, dtype="int32"),
+            "padding_mask": keras.KerasTensor(shape, dtype="bool"),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary": None,  # saved as an asset by the tokenizer
+                "sequence_length": self.sequence_length,
+                "lowercase": self.lowercase,
+                "pair": self.pair,
+                "truncate": self.truncate,
+            }
+        )
+        return config
+
+
+def bucket_lengths(sequence_length, bucket_boundaries=None):
+    """The lengths batches are padded to: boundaries below `sequence_length`,
+    then `sequence_length` itself. Defaults to 16, 32, 64, ... (doubling).
+
+    Example:
+    >>> bucket_lengths(100)
+    (16, 32, 64, 100)
+    """
+    if bucket_boundaries is None:
+        bucket_boundaries = [16]
+        while bucket_boundaries[-1] < sequence_length:
+            bucket_boundaries.append(2 * bucket_boundaries[-1])
+    below = {int(b) for b in bucket_boundaries if 0 < b < sequence_length}
+    return tuple(sorted(below)) + (sequence_length,)
+
+
+def make_batches(
+    dataset,
+    preprocessor,
+    batch_size,
+    bucket_boundaries=None,
+    shuffle_buffer=None,
+    seed=None,
+    drop_remainder=False,
+    pad_to_fixed_length=False,
+):
+    """Tokenizes raw examples and batches them by length.
+
+    Takes the unbatched `(features, labels, masks)` dataset of
+    `mtl_keras.data` and returns `(x, y, sample_weight)` batches (see
+    `docs/CONTRACTS.md`): `x` from `preprocessor`, `y = labels` and
+    `sample_weight = masks`, batched unchanged. Each example is tokenized
+    on its own, then grouped with examples of similar length and padded to
+    the smallest bucket length that holds it, so a batch has one of
+    `len(bucket_lengths(...))` lengths. With `drop_remainder=False` the last,
+    partial batch of each bucket is kept and every example appears once.
+    Tagging labels (integer labels per word) are not supported yet.
+
+    Args:
+        dataset: a `tf.data.Dataset` of `(features, labels, masks)`.
+        preprocessor: a `TextPreprocessor`; `pair=True` iff the features
+            have a `"text_pair"`.
+        batch_size: examples per batch.
+        bucket_boundaries: the padded lengths, see `bucket_lengths`.
+        shuffle_buffer: if set, shuffle raw examples with this buffer size.
+        seed: shuffle seed.
+        drop_remainder: drop partial batches.
+        pad_to_fixed_length: pad every batch to `sequence_length` (one
+            bucket, in order), e.g. as a baseline for benchmarks.
+
+    Example:
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat"]
+    >>> raw = tf.data.Dataset.from_tensor_slices(
+    ...     ({"text": ["the cat", "the cat sat"]}, {"topic": [0, 1]},
+    ...      {"topic": [1.0, 1.0]}))
+    >>> batches = make_batches(raw, TextPreprocessor(vocab, 32), batch_size=8)
+    >>> x, y, sample_weight = next(iter(batches))
+    >>> tuple(x["token_ids"].shape)
+    (2, 16)
+    """
+    _check_element_spec(dataset.element_spec, preprocessor)
+    if shuffle_buffer:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+
+    def encode(features, labels, masks):
+        segments = [features["text"]]
+        if preprocessor.pair:
+            segments.append(features["text_pair"])
+        x = preprocessor(*segments)
+        length = tf.reduce_sum(tf.cast(x["padding_mask"], "int32"))
+        return {k: v[:length] for k, v in x.items()}, labels, masks
+
+    dataset = dataset.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+    _, label_spec, mask_spec = dataset.element_spec
+
+    def padded_batch(window, length):
+        shapes = (
+            {"token_ids": [length], "padding_mask": [length]},
+            tf.nest.map_structure(lambda s: s.shape, label_spec),
+            tf.nest.map_structure(lambda s: s.shape, mask_spec),
+        )
+        return window.padded_batch(
+            batch_size, padded_shapes=shapes, drop_remainder=drop_remainder
+        )
+
+    if pad_to_fixed_length:
+        dataset = padded_batch(dataset, preprocessor.sequence_length)
+    else:
+        lengths = tf.constant(
+            bucket_lengths(preprocessor.sequence_length, bucket_boundaries), tf.int64
+        )
+
+        def bucket_of(x, labels, masks):
+            length = tf.shape(x["token_ids"], out_type=tf.int64)[0]
+            return tf.searchsorted(lengths, [length], out_type=tf.int64)[0]
+
+        dataset = dataset.group_by_window(
+            key_func=bucket_of,
+            reduce_func=lambda key, window: padded_batch(window, lengths[key]),
+            window_size=batch_size,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_element_spec(spec, preprocessor):
+    if not (isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[0], dict)):
+        raise ValueError(
+            "make_batches expects a dataset of (features, labels, masks) "
+            f"with features a dict of strings, got elements {spec}."
+        )
+    features, labels, _ = spec
+    if "text" not in features:
+        raise ValueError(f"The features have no 'text': {sorted(features)}.")
+    if ("text_pair" in features) != preprocessor.pair:
+        raise ValueError(
+            f"The features {sorted(features)} do not match a preprocessor "
+            f"with pair={preprocessor.pair}."
+        )
+    for task, label in labels.items():
+        if label.dtype.is_integer and label.shape.rank:
+            raise NotImplementedError(
+                f"Task {task!r} has per-word integer labels (tagging); "
+                "make_batches does not align them to word pieces yet."
+            )
