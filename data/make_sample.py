@@ -1,0 +1,110 @@
+"""Generates the bundled multi-task sample: data/sample/{train,dev}.tsv.
+
+The data is synthetic (template sentences, not real text). Each row is a short
+English-like review with three labels:
+
+* topic (multiclass): sports, politics, tech or food, cued by its nouns;
+* sentiment (binary): negative or positive, cued by its adjective;
+* rating (regression, 1-5 stars): 5/4 for strong/mild positive adjectives,
+  2/1 for mild/strong negative ones, moved by one star in 10% of rows.
+
+About 15% of each task's labels are left empty (missing), independently.
+Dev texts never repeat a train text. Deterministic: the same seed gives the
+same bytes. Standard library only.
+
+    python data/make_sample.py            # writes data/sample/
+    python data/make_sample.py --out DIR --train 2000 --dev 400 --seed 13
+"""
+
+import argparse
+import csv
+import random
+import re
+from pathlib import Path
+
+NOUNS = {
+    "sports": "match game striker goalkeeper coach season tournament referee "
+    "final team race league stadium penalty champion",
+    "politics": "election senator parliament minister campaign debate policy "
+    "vote governor bill president party reform budget treaty",
+    "tech": "phone laptop software update app processor website battery "
+    "startup chip browser robot camera server keyboard",
+    "food": "pizza soup restaurant chef dessert salad bread menu burger pasta "
+    "coffee cake curry sandwich breakfast",
+}
+ADJECTIVES = {  # stars -> words; 4-5 positive, 1-2 negative
+    5: "brilliant fantastic superb wonderful outstanding excellent",
+    4: "good nice decent pleasant solid enjoyable",
+    2: "disappointing dull weak mediocre poor boring",
+    1: "terrible awful horrible dreadful disastrous appalling",
+}
+OPENERS = "honestly well frankly overall clearly apparently".split()
+ADVERBS = ["really", "quite", "very", "truly", "rather", ""]
+TAILS = ["this week", "last night", "as usual", "if you ask me", "again", "so far", ""]
+TEMPLATES = [
+    "the {n1} was {adv} {adj} {tail}",
+    "{opener} the {n1} and the {n2} were {adj}",
+    "i found the {n1} {adj} {tail}",
+    "what a {adj} {n1} {tail}",
+    "{opener} the new {n1} is {adv} {adj}",
+    "the {n1} {tail} was {adj} and so was the {n2}",
+]
+MISSING = 0.15
+COLUMNS = ["text", "topic", "sentiment", "rating"]
+
+
+def make_row(rng):
+    topic = rng.choice(sorted(NOUNS))
+    stars = rng.choice(sorted(ADJECTIVES))
+    n1, n2 = rng.sample(NOUNS[topic].split(), 2)
+    text = rng.choice(TEMPLATES).format(
+        n1=n1,
+        n2=n2,
+        adj=rng.choice(ADJECTIVES[stars].split()),
+        adv=rng.choice(ADVERBS),
+        opener=rng.choice(OPENERS),
+        tail=rng.choice(TAILS),
+    )
+    rating = stars
+    if rng.random() < 0.1:
+        rating = min(5, max(1, stars + rng.choice([-1, 1])))
+    labels = [topic, "positive" if stars >= 4 else "negative", str(rating)]
+    labels = ["" if rng.random() < MISSING else label for label in labels]
+    text = re.sub(r"\ba (?=[aeiou])", "an ", " ".join(text.split()))
+    return [text, *labels]
+
+
+def make_rows(rng, count, exclude=()):
+    rows = []
+    while len(rows) < count:
+        row = make_row(rng)
+        if row[0] not in exclude:
+            rows.append(row)
+    return rows
+
+
+def write(path, rows):
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=Path(__file__).parent / "sample", type=Path)
+    parser.add_argument("--train", default=2000, type=int)
+    parser.add_argument("--dev", default=400, type=int)
+    parser.add_argument("--seed", default=13, type=int)
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+    train = make_rows(rng, args.train)
+    dev = make_rows(rng, args.dev, exclude={row[0] for row in train})
+    args.out.mkdir(parents=True, exist_ok=True)
+    write(args.out / "train.tsv", train)
+    write(args.out / "dev.tsv", dev)
+    print(f"wrote {len(train)} train and {len(dev)} dev rows to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
