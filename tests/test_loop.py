@@ -1,0 +1,65 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from toy_problem import make_batch, make_model
+
+from mtl_keras import loop
+
+
+def _dataset():
+    x, y, w = make_batch(48, seed=11, missing=0.3)
+    return tf.data.Dataset.from_tensor_slices((x, y, w)).batch(16)
+
+
+def test_train_loop_and_fit_take_the_same_steps():
+    reference = make_model().get_weights()
+    results = {}
+    for name in ("fit", "loop"):
+        model = make_model()
+        model.set_weights(reference)
+        model.compile(optimizer=keras.optimizers.SGD(0.05))
+        if name == "fit":
+            history = model.fit(_dataset(), epochs=2, validation_data=_dataset(), verbose=0)
+        else:
+            history = loop.train_loop(
+                model, _dataset(), epochs=2, validation_data=_dataset(), verbose=0
+            )
+        results[name] = (model.get_weights(), history.history)
+    (fit_weights, fit_logs), (loop_weights, loop_logs) = results["fit"], results["loop"]
+    for a, b in zip(fit_weights, loop_weights):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert set(fit_logs) == set(loop_logs)
+    for key in fit_logs:
+        np.testing.assert_allclose(fit_logs[key], loop_logs[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_train_loop_shows_progress_and_calls_callbacks(capsys):
+    model = make_model()
+    model.compile()
+    seen = []
+    callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))
+    history = loop.train_loop(model, _dataset(), epochs=2, callbacks=[callback], verbose=1)
+    out = capsys.readouterr().out
+    assert "Epoch 2/2" in out and "topic_loss" in out and "3/3" in out
+    assert seen == [0, 1]
+    assert len(history.history["loss"]) == 2
+    assert int(model.train_step_counter) == 6
+
+
+def test_train_loop_stops_on_request():
+    model = make_model()
+    model.compile()
+    history = loop.train_loop(
+        model,
+        _dataset(),
+        epochs=5,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=100.0)],
+        verbose=0,
+    )
+    assert len(history.history["loss"]) == 2
+
+
+def test_train_loop_needs_a_compiled_model():
+    with pytest.raises(ValueError, match="compile"):
+        loop.train_loop(make_model(), _dataset())
