@@ -1,0 +1,316 @@
+"""The `mtl-keras` command line: train, evaluate, export, predict.
+
+    mtl-keras train [--config FILE] [--out DIR] [--epochs N] [--precision P]
+                    [--data-root DIR]
+    mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR]
+    mtl-keras export MODEL OUT_DIR [--vocabulary FILE] [--config FILE]
+    mtl-keras predict PATH [TEXT ...] [--file F]      (TEXT "-": stdin lines)
+
+With no `--config`, `train` runs the bundled sample (`configs/sample.yaml`).
+MODEL is a run directory or a `.keras` file; PATH is also allowed to be an
+exported SavedModel. A config or data problem prints one paragraph and
+exits with status 2. This is the only module that parses `sys.argv`.
+"""
+
+import os
+import sys
+
+# Before TensorFlow is imported (when it is not yet: `mtl_keras/__init__.py`
+# may already have imported it): no C++ info/warning logs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import textwrap  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Sends file descriptor 2 to /dev/null (C++ logs that ignore log levels)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (e.g. captured by a test)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _quiet_tensorflow():
+    """Imports TensorFlow without its start-up chatter; quiets absl and TF logs.
+
+    TensorFlow 2.21 writes some start-up lines through absl whatever the log
+    level, so they are silenced at the file descriptor while importing (if
+    not done yet) and while the devices initialize (the CUDA probe).
+    """
+    with _stderr_silenced():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    tf.get_logger().setLevel(logging.ERROR)
+
+
+def _fail(message):
+    """Prints one wrapped paragraph to stderr; returns the usage exit code."""
+    text = textwrap.fill(
+        f"mtl-keras: error: {message}",
+        width=100,
+        break_long_words=False,
+        break_on_hyphens=False,  # keep paths whole
+    )
+    print(text, file=sys.stderr)
+    return EXIT_USAGE
+
+
+# --------------------------------------------------------------------------
+# Commands.
+
+
+def _cmd_train(args):
+    from mtl_keras.config import load_config
+    from mtl_keras.train import run_training
+
+    config = load_config(
+        args.config,
+        data_root=args.data_root,
+        epochs=args.epochs,
+        precision=args.precision,
+    )
+    out = args.out
+    if out is None:
+        name = Path(config.source).stem if config.source else "run"
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{name}-{stamp}"
+    run_training(config, out, verbose=0 if args.quiet else 1)
+    return EXIT_OK
+
+
+def _run_dir_config(model, config_path, data_root):
+    """The config for MODEL: `--config`, else the run directory's config.yaml."""
+    from mtl_keras.config import ConfigError, load_config
+
+    if config_path is None:
+        model = Path(model)
+        run_dir = model if model.is_dir() else model.parent
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(
+                f"No --config given and no config.yaml next to {model}: pass the "
+                "config whose dev data to use, e.g. --config my_run.yaml."
+            )
+        config_path = run_dir / "config.yaml"
+    return load_config(config_path, data_root=data_root)
+
+
+def _cmd_evaluate(args):
+    from mtl_keras.train import format_metrics_table, run_evaluation
+
+    config = _run_dir_config(args.model, args.config, args.data_root)
+    metrics = run_evaluation(args.model, config)
+    print(format_metrics_table(metrics))
+    text = json.dumps(metrics, indent=2)
+    if args.json == "-":
+        print(text)
+    elif args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+        print(f"Metrics written to {args.json}")
+    return EXIT_OK
+
+
+def _cmd_export(args):
+    from mtl_keras.config import load_config
+    from mtl_keras.export import export_saved_model
+    from mtl_keras.train import load_run_model
+
+    config = (
+        None if args.config is None else load_config(args.config, check_files=False)
+    )
+    model, preprocessor = load_run_model(args.model, args.vocabulary, config)
+    metadata = export_saved_model(model, preprocessor, args.out_dir)
+    tasks = ", ".join(f"{t['name']} ({t['kind']})" for t in metadata["tasks"])
+    print(f"Exported a SavedModel to {args.out_dir}: takes raw text; tasks {tasks}.")
+    return EXIT_OK
+
+
+def _serving_path(path):
+    """A SavedModel directory or `.keras` bundle for PATH (a run dir included)."""
+    from mtl_keras.train import RunError
+
+    path = Path(path)
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return path
+        if (path / "saved_model" / "saved_model.pb").is_file():
+            return path / "saved_model"
+        if (path / "model.keras").is_file():
+            return path / "model.keras"
+        raise RunError(
+            f"{path} is neither a SavedModel (no saved_model.pb) nor a run "
+            "directory (no saved_model/ or model.keras)."
+        )
+    if path.is_file() and path.suffix == ".keras":
+        return path
+    raise RunError(
+        f"No model at {path}: pass an exported SavedModel directory, a run "
+        "directory or a .keras file written by `mtl-keras train`."
+    )
+
+
+def _read_texts(args):
+    texts = []
+    for text in args.texts:
+        if text == "-":
+            texts.extend(line.rstrip("\r\n") for line in sys.stdin)
+        else:
+            texts.append(text)
+    if args.file:
+        with open(args.file, encoding="utf-8", errors="surrogateescape") as f:
+            texts.extend(line.rstrip("\r\n") for line in f)
+    return texts
+
+
+def _cmd_predict(args):
+    from mtl_keras.export import predict_texts
+    from mtl_keras.train import RunError
+
+    path = _serving_path(args.path)
+    texts = _read_texts(args)
+    if not texts:
+        raise RunError(
+            "No texts to predict: pass TEXT arguments, `-` for stdin or --file F."
+        )
+    try:
+        results = predict_texts(str(path), texts, batch_size=args.batch_size)
+    except ValueError as error:
+        if "preprocessor" in str(error):
+            raise RunError(
+                f"{error} Or export it first: mtl-keras export {path} OUT_DIR."
+            ) from None
+        raise
+    for result in results:
+        print(json.dumps(result, ensure_ascii=False))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------
+# Parser.
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="mtl-keras",
+        description="Multi-task learning on text with Keras: one shared encoder, "
+        "one head per task.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train on a config (default: the bundled sample) into a run directory",
+    )
+    train.add_argument(
+        "--config",
+        help="YAML or JSON run config, or a shipped config name "
+        "(sample, glue_agnews_files, glue_agnews_tfds, goemotions)",
+    )
+    train.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
+    train.add_argument("--epochs", type=int, help="override training.epochs")
+    train.add_argument(
+        "--precision",
+        choices=["float32", "mixed_float16", "mixed_bfloat16", "auto"],
+        help="override precision (auto: bf16 on CPU/TPU, fp16 on GPU)",
+    )
+    train.add_argument(
+        "--data-root", help="override data_root (base of relative data paths)"
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    train.set_defaults(run=_cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a trained model on each task's dev data"
+    )
+    evaluate.add_argument("model", help="run directory or .keras file")
+    evaluate.add_argument(
+        "--config", help="config with the dev data (default: the run's config.yaml)"
+    )
+    evaluate.add_argument(
+        "--json", help="also write the metrics as JSON here ('-': stdout)"
+    )
+    evaluate.add_argument("--data-root", help="override data_root")
+    evaluate.set_defaults(run=_cmd_evaluate)
+
+    export = commands.add_parser(
+        "export",
+        help="export a strings-in SavedModel from a run directory or .keras file",
+    )
+    export.add_argument("model", help="run directory or .keras file")
+    export.add_argument("out_dir", help="SavedModel directory to write")
+    export.add_argument(
+        "--vocabulary",
+        help="vocabulary file of a .keras file without its preprocessor "
+        "(default: vocabulary.txt beside it)",
+    )
+    export.add_argument(
+        "--config",
+        help="the run's config (for lowercase/pair settings of a bare model)",
+    )
+    export.set_defaults(run=_cmd_export)
+
+    predict = commands.add_parser(
+        "predict", help="predict every task for texts; one JSON object per text"
+    )
+    predict.add_argument(
+        "path", help="exported SavedModel, run directory or .keras file"
+    )
+    predict.add_argument(
+        "texts", nargs="*", metavar="TEXT", help="texts; '-' reads stdin lines"
+    )
+    predict.add_argument("--file", help="read texts from this file, one per line")
+    predict.add_argument("--batch-size", type=int, default=64, help=argparse.SUPPRESS)
+    predict.set_defaults(run=_cmd_predict)
+    return parser
+
+
+def main(argv=None):
+    """Runs the command line; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error (already printed)
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    _quiet_tensorflow()
+
+    from mtl_keras.config import ConfigError
+    from mtl_keras.data import DataValidationError
+    from mtl_keras.train import RunError
+
+    try:
+        return args.run(args)
+    except (ConfigError, DataValidationError, RunError) as error:
+        return _fail(str(error))
+    except FileNotFoundError as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Figures of a run: learning curves per task and confusion matrices.
+
+Uses matplotlib's Agg backend (files, no display). Each function returns a
+`matplotlib.figure.Figure`; `save_figure` writes it as a PNG and closes it.
+
+Example:
+>>> history = {"loss": [1.0, 0.5], "topic_loss": [1.0, 0.5],
+...            "val_topic_loss": [1.1, 0.7], "topic_accuracy": [0.5, 0.9]}
+>>> figure = plot_learning_curves(history, ["topic"])
+>>> figure.axes[0].get_xlabel()
+'epoch'
+"""
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _metric_names(history, task_names):
+    """Metric suffixes logged for at least one task, `loss` first."""
+    names = []
+    for key in history:
+        if key.startswith("val_"):
+            continue
+        for task in task_names:
+            if key.startswith(task + "_"):
+                suffix = key[len(task) + 1 :]
+                if suffix not in names:
+                    names.append(suffix)
+    names.sort(key=lambda n: (n != "loss", n))
+    return names
+
+
+def plot_learning_curves(history, task_names):
+    """One panel per metric, one line per task: train solid, dev dashed.
+
+    Args:
+        history: `{log key: [value per epoch]}`, as `History.history` or
+            the CSV log gives it (`<task>_<metric>`, `val_<task>_<metric>`).
+        task_names: the tasks, in order (they fix the colours).
+    """
+    plt = _pyplot()
+    metrics = _metric_names(history, task_names) or ["loss"]
+    columns = min(3, len(metrics))
+    rows = -(-len(metrics) // columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False
+    )
+    colours = plt.get_cmap("tab10")
+    for ax, metric in zip(axes.flat, metrics):
+        for i, task in enumerate(task_names):
+            for prefix, style, split in (("", "-", "train"), ("val_", "--", "dev")):
+                values = history.get(f"{prefix}{task}_{metric}")
+                if values is None:
+                    continue
+                epochs = np.arange(1, len(values) + 1)
+                ax.plot(
+                    epochs,
+                    values,
+                    style,
+                    marker="o",
+                    markersize=3,
+                    color=colours(i % 10),
+                    label=f"{task} ({split})",
+                )
+        ax.set_title(metric.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if ax.lines:
+            ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.remove()
+    figure.suptitle("Learning curves per task (solid: train, dashed: dev)")
+    figure.tight_layout()
+    return figure
+
+
+def plot_confusion_matrix(matrix, label_names, task_name=""):
+    """A confusion matrix: rows are true labels, columns predicted ones.
+
+    Args:
+        matrix: `[C, C]` counts.
+        label_names: the C class names.
+        task_name: shown in the title.
+    """
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    size = max(3.5, 0.55 * len(label_names) + 2.0)
+    figure, ax = plt.subplots(figsize=(size + 1.0, size))
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=ax, label="share of the true label's examples")
+    ticks = np.arange(len(label_names))
+    ax.set_xticks(ticks, label_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, label_names)
+    if len(label_names) <= 12:
+        for i in range(matrix.shape[0]):
+            for j in range(matrix.shape[1]):
+                ax.text(
+                    j,
+                    i,
+                    str(int(matrix[i, j])),
+                    ha="center",
+                    va="center",
+                    color="white" if shares[i, j] > 0.5 else "black",
+                    fontsize=8,
+                )
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title(f"{task_name}: confusion matrix (dev)")
+    figure.tight_layout()
+    return figure
+
+
+def plot_multilabel_confusion(counts, label_names, task_name=""):
+    """Per-label outcomes of a multilabel task: `[C, 4]` counts of TN, FP, FN, TP."""
+    plt = _pyplot()
+    counts = np.asarray(counts)
+    columns = ["true neg", "false pos", "false neg", "true pos"]
+    figure, ax = plt.subplots(figsize=(6.0, max(3.0, 0.3 * len(label_names) + 1.5)))
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    figure.colorbar(image, ax=ax, label="share of examples")
+    ax.set_xticks(np.arange(4), columns)
+    ax.set_yticks(np.arange(len(label_names)), label_names)
+    for i in range(counts.shape[0]):
+        for j in range(4):
+            ax.text(
+                j,
+                i,
+                str(int(counts[i, j])),
+                ha="center",
+                va="center",
+                color="white" if shares[i, j] > 0.5 else "black",
+                fontsize=7,
+            )
+    ax.set_xlabel("outcome (threshold 0.5)")
+    ax.set_ylabel("label")
+    ax.set_title(f"{task_name}: per-label confusion (dev)")
+    figure.tight_layout()
+    return figure
+
+
+def plot_regression(y_true, y_pred, task_name=""):
+    """Predicted against true values of a regression task."""
+    plt = _pyplot()
+    y_true = np.asarray(y_true, "float64").ravel()
+    y_pred = np.asarray(y_pred, "float64").ravel()
+    figure, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(y_true, y_pred, s=8, alpha=0.4)
+    if y_true.size:
+        low = min(y_true.min(), y_pred.min())
+        high = max(y_true.max(), y_pred.max())
+        ax.plot([low, high], [low, high], "k--", linewidth=1, label="y = x")
+        ax.legend(fontsize="small")
+    ax.set_xlabel("true value")
+    ax.set_ylabel("predicted value")
+    ax.set_title(f"{task_name}: predictions (dev)")
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def save_figure(figure, path):
+    """Writes `figure` as a PNG at `path` and closes it."""
+    plt = _pyplot()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -1,0 +1,276 @@
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtl_keras import cli, plots
+from mtl_keras.config import DEFAULT_CONFIG, load_config
+from mtl_keras.train import read_history
+
+TASKS = {"topic", "sentiment", "rating"}
+RUN_FILES = [
+    "model.keras",
+    "saved_model/saved_model.pb",
+    "vocabulary.txt",
+    "config.yaml",
+    "history.csv",
+    "metrics.json",
+    "plots/learning_curves.png",
+    "plots/topic_confusion.png",
+    "plots/sentiment_confusion.png",
+    "plots/rating_predictions.png",
+]
+
+
+def tiny_config(directory):
+    """The bundled sample with a tiny model and one short epoch."""
+    mapping = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    mapping["model"] = {
+        "size": "tiny",
+        "vocabulary_size": 200,
+        "sequence_length": 24,
+        "hidden_dim": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+    }
+    mapping["training"].update(epochs=3, batch_size=64)
+    path = Path(directory) / "tiny.yaml"
+    path.write_text(yaml.safe_dump(mapping))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("cli")
+    config = tiny_config(directory)
+    out = directory / "run"
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def json_lines(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_train_writes_the_run_directory(run_dir):
+    for name in RUN_FILES:
+        path = run_dir / name
+        assert path.exists(), name
+    for png in (run_dir / "plots").glob("*.png"):
+        assert png.stat().st_size > 1000
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics) == TASKS
+    assert metrics["topic"]["kind"] == "multiclass"
+    assert {"accuracy", "macro_f1", "loss", "examples"} <= set(metrics["topic"])
+    assert {"accuracy", "auc"} <= set(metrics["sentiment"])
+    assert {"mae", "mse"} <= set(metrics["rating"])
+    assert all(m["examples"] > 300 for m in metrics.values())
+    history = read_history(run_dir / "history.csv")
+    assert len(history["loss"]) == 1  # --epochs 1 overrides the config's 3
+    assert "val_topic_accuracy" in history
+    vocabulary = (run_dir / "vocabulary.txt").read_text().splitlines()
+    assert vocabulary[0] == "[PAD]" and len(vocabulary) <= 200
+
+
+def test_run_config_is_the_resolved_config(run_dir):
+    config = load_config(run_dir / "config.yaml")
+    assert config.training.epochs == 1
+    assert config.precision == "float32"
+    assert config.model.hidden_dim == 16
+    assert Path(config.data_root).is_absolute()
+
+
+def test_plots_have_labelled_axes(run_dir):
+    history = read_history(run_dir / "history.csv")
+    figure = plots.plot_learning_curves(history, ["topic", "sentiment", "rating"])
+    assert len(figure.axes) >= 4  # loss, accuracy, macro_f1, auc, mae, mse
+    for ax in figure.axes:
+        assert ax.get_xlabel() == "epoch"
+        assert ax.get_ylabel()
+        labels = {line.get_label() for line in ax.get_lines()}
+        assert any("(train)" in label for label in labels)
+        assert any("(dev)" in label for label in labels)
+    loss_axes = figure.axes[0]
+    assert {line.get_label() for line in loss_axes.get_lines()} == {
+        f"{task} ({split})" for task in TASKS for split in ("train", "dev")
+    }
+    matrix = plots.plot_confusion_matrix(
+        [[5, 1], [0, 4]], ["negative", "positive"], "s"
+    )
+    ax = matrix.axes[0]
+    assert ax.get_xlabel() == "predicted label" and ax.get_ylabel() == "true label"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["negative", "positive"]
+    for each in (figure, matrix):
+        plots.save_figure(each, run_dir / "check.png")
+
+
+def test_evaluate_prints_a_table_and_writes_json(run_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    code = cli.main(
+        [
+            "evaluate",
+            str(run_dir),
+            "--config",
+            str(run_dir / "config.yaml"),
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    for task in TASKS:
+        assert task in printed
+    metrics = json.loads(out.read_text())
+    assert set(metrics) == TASKS
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["topic"]["accuracy"] == pytest.approx(trained["topic"]["accuracy"])
+    assert metrics["rating"]["mae"] == pytest.approx(trained["rating"]["mae"], rel=1e-4)
+
+
+def test_evaluate_defaults_to_the_run_config(run_dir, capsys):
+    assert cli.main(["evaluate", str(run_dir / "model.keras"), "--json", "-"]) == 0
+    out = capsys.readouterr().out
+    assert set(json.loads(out[out.index("{") :])) == TASKS
+
+
+def test_export_and_predict(run_dir, tmp_path, capsys):
+    exported = tmp_path / "exported"
+    assert cli.main(["export", str(run_dir), str(exported)]) == 0
+    assert (exported / "saved_model.pb").is_file()
+    capsys.readouterr()
+    texts = ["the pizza was superb", "what an awful election"]
+    assert cli.main(["predict", str(exported), *texts]) == 0
+    rows = json_lines(capsys.readouterr().out)
+    assert len(rows) == 2
+    for row in rows:
+        assert set(row) == TASKS
+        assert row["topic"]["label"] in ("sports", "politics", "tech", "food")
+        assert row["sentiment"]["label"] in ("negative", "positive")
+        assert isinstance(row["rating"]["value"], float)
+
+
+def test_export_a_bare_model_with_its_vocabulary(run_dir, tmp_path, capsys):
+    from mtl_keras.export import predict_texts
+    from mtl_keras.train import load_run_model
+
+    model, _ = load_run_model(run_dir)
+    model.save(tmp_path / "bare.keras")
+    shutil.copy(run_dir / "vocabulary.txt", tmp_path / "words.txt")
+    out = tmp_path / "exported"
+    args = ["export", str(tmp_path / "bare.keras"), str(out)]
+    assert cli.main(args) == 2  # no vocabulary.txt beside it
+    assert "vocabulary" in capsys.readouterr().err
+    assert cli.main([*args, "--vocabulary", str(tmp_path / "words.txt")]) == 0
+    texts = ["the pizza was superb", "what an awful election"]
+    bare = predict_texts(str(out), texts)
+    trained = predict_texts(str(run_dir / "saved_model"), texts)
+    for a, b in zip(bare, trained):
+        assert a["topic"]["label"] == b["topic"]["label"]
+        assert a["rating"]["value"] == pytest.approx(b["rating"]["value"], abs=1e-5)
+
+
+def test_predict_reads_stdin_and_files(run_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(
+        sys, "stdin", io.StringIO("the soup was good\nthe match was dull\n")
+    )
+    assert cli.main(["predict", str(run_dir), "-"]) == 0
+    assert len(json_lines(capsys.readouterr().out)) == 2
+    texts = tmp_path / "texts.txt"
+    texts.write_text("one\ntwo\nthree\n")
+    assert (
+        cli.main(["predict", str(run_dir / "model.keras"), "--file", str(texts)]) == 0
+    )
+    rows = json_lines(capsys.readouterr().out)
+    assert len(rows) == 3 and all(set(r) == TASKS for r in rows)
+
+
+def test_bad_config_exits_2_with_a_clear_message(tmp_path, capsys):
+    mapping = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    mapping["model"]["hiden_dim"] = 8
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(mapping))
+    assert cli.main(["train", "--config", str(path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown key 'hiden_dim'" in err and "hidden_dim" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_data_file_exits_2(tmp_path, capsys):
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            str(DEFAULT_CONFIG),
+            "--data-root",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "sample" / "train.tsv") in err and "topic" in err
+
+
+def test_bad_data_exits_2(tmp_path, capsys):
+    (tmp_path / "sample").mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / "sample" / name).write_text(
+            "text\ttopic\tsentiment\trating\nthe game\tsport\tpositive\t5\n"
+        )
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            str(DEFAULT_CONFIG),
+            "--data-root",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "'sport'" in err and "topic" in err and "Traceback" not in err
+
+
+def test_predict_bad_path_and_usage_errors(tmp_path, capsys):
+    assert cli.main(["predict", str(tmp_path / "nothing"), "hello"]) == 2
+    assert "No model at" in capsys.readouterr().err
+    assert cli.main(["train", "--precision", "fp8"]) == 2
+    assert cli.main([]) == 2
+
+
+def test_console_script_predicts(run_dir):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    result = subprocess.run(
+        [sys.executable, "-m", "mtl_keras.cli", "predict", str(run_dir), "-"],
+        input="the chef was brilliant\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json_lines(result.stdout)  # stdout holds only the JSON lines
+    assert len(rows) == 1 and set(rows[0]) == TASKS
