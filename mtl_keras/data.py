@@ -103,6 +103,10 @@ def _apply_label_map(value, label_map):
         if isinstance(key, (str, numbers.Number)):
             if key in label_map:
                 return label_map[key]
+    # File cells are strings: let `{1: ...}` match the cell "1".
+    by_text = {str(k).strip(): v for k, v in label_map.items()}
+    if str(value).strip() in by_text:
+        return by_text[str(value).strip()]
     keys = list(label_map)
     raise ValueError(f"not a key of the label_map {keys}" + _did_you_mean(value, keys))
 

@@ -1,7 +1,8 @@
 """Figures of a run: learning curves per task and confusion matrices.
 
-Uses matplotlib's Agg backend (files, no display). Each function returns a
-`matplotlib.figure.Figure`; `save_figure` writes it as a PNG and closes it.
+Uses matplotlib's current backend (the CLI picks Agg; Jupyter shows the
+figures inline). Each function returns a `matplotlib.figure.Figure`;
+`save_figure` writes it as a PNG and closes it.
 
 Example:
 >>> history = {"loss": [1.0, 0.5], "topic_loss": [1.0, 0.5],
@@ -15,9 +16,8 @@ import numpy as np
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # The backend is the caller's choice: inline in Jupyter, Agg in the CLI
+    # (which sets MPLBACKEND) and on machines without a display.
     import matplotlib.pyplot as plt
 
     return plt

@@ -576,3 +576,15 @@ def test_invalid_utf8_is_replaced_and_logged(tmp_path, caplog):
         table = FileSource(path, "text", {"sentiment": "y"}).read([SENTIMENT])
     assert table.text[0] == "caf\ufffd ok"
     assert "1 row(s) with invalid UTF-8" in caplog.text
+
+
+def test_label_map_with_integer_keys_matches_file_cells(tmp_path):
+    topic = Task("topic", "multiclass", 2, label_names=["World", "Sports"])
+    source = FileSource(
+        write_tsv(tmp_path / "news.tsv", ["text", "y"], [["a", "1"], ["b", "2"]]),
+        "text",
+        {"topic": "y"},
+        label_map={"topic": {1: "World", 2: "Sports"}},
+    )
+    rows = examples(joint_dataset([topic], source, shuffle=False))
+    assert [int(labels["topic"]) for _, labels, _ in rows] == [0, 1]
