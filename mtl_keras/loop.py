@@ -6,29 +6,43 @@ label masks, the task weighting, loss scaling under `mixed_float16` and the
 replica-safe reduction are exactly those of `model.fit`.
 """
 
+import weakref
+
 import keras
 import tensorflow as tf
 
+# model -> {(step name, id(optimizer)): compiled step}. The steps hold only a
+# weak reference to the model, so the cache does not keep models alive.
+_COMPILED_STEPS = weakref.WeakKeyDictionary()
 
-def _make_step(model, step_fn):
-    strategy = model.distribute_strategy
 
+def _compiled_step(model, name):
+    """`model.<name>` compiled once per model and optimizer, not once per call."""
+    steps = _COMPILED_STEPS.setdefault(model, {})
+    key = (name, id(model.optimizer))
+    if key not in steps:
+        steps[key] = _make_step(weakref.ref(model), name)
+    return steps[key]
+
+
+def _make_step(model_ref, name):
     @tf.function(reduce_retracing=True)
     def step(batch):
+        model = model_ref()
+        strategy = model.distribute_strategy
         if strategy.num_replicas_in_sync > 1:
-            strategy.run(step_fn, args=(batch,))
+            strategy.run(getattr(model, name), args=(batch,))
         else:
-            step_fn(batch)
+            getattr(model, name)(batch)
+        # Cross-replica context: the metrics aggregated over all replicas,
+        # computed in the graph rather than eagerly after every step.
+        return model.get_metrics_result()
 
     return step
 
 
-def _results(model):
-    """Reads the metrics outside the replicas, so they are aggregated over all."""
-    return {
-        name: float(tf.convert_to_tensor(value))
-        for name, value in model.get_metrics_result().items()
-    }
+def _floats(logs):
+    return {name: float(tf.convert_to_tensor(value)) for name, value in logs.items()}
 
 
 def evaluate(model, dataset, verbose=0):
@@ -36,14 +50,15 @@ def evaluate(model, dataset, verbose=0):
     strategy = model.distribute_strategy
     if strategy.num_replicas_in_sync > 1:
         dataset = strategy.experimental_distribute_dataset(dataset)
-    step = _make_step(model, model.test_step)
+    step = _compiled_step(model, "test_step")
     model.reset_metrics()
     progbar = keras.utils.Progbar(None, verbose=verbose)
+    logs = None
     for i, batch in enumerate(dataset):
-        step(batch)
+        logs = step(batch)
         if verbose:
             progbar.update(i + 1)
-    return _results(model)
+    return _floats(logs if logs is not None else model.get_metrics_result())
 
 
 def train_loop(
@@ -94,7 +109,7 @@ def train_loop(
         steps=steps_per_epoch,
         verbose=verbose,
     )
-    step = _make_step(model, model.train_step)
+    step = _compiled_step(model, "train_step")
     metric_names = [metric.name for metric in model.metrics]
     model.stop_training = False
     callback_list.on_train_begin()
@@ -109,8 +124,7 @@ def train_loop(
         logs, seen = {}, 0
         for i, batch in enumerate(dataset):
             callback_list.on_train_batch_begin(i)
-            step(batch)
-            logs = _results(model)
+            logs = _floats(step(batch))
             seen = i + 1
             callback_list.on_train_batch_end(i, logs)
             if verbose:
