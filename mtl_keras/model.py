@@ -3,7 +3,8 @@
 import keras
 import tensorflow as tf
 
-from mtl_keras.backbone import SharedEncoder
+from mtl_keras.backbone import SharedEncoder  # noqa: F401 (registers it for loading)
+from mtl_keras.pretrained import EncoderAdamW
 from mtl_keras.tasks import validate_tasks
 from mtl_keras.weighting import LossWeighting, StaticWeighting
 
@@ -41,6 +42,10 @@ class MultiTaskModel(keras.Model):
         encoder: a `SharedEncoder` (or any functional model with the same
             inputs and `sequence_output` / `pooled_output` outputs).
         weighting: a `LossWeighting`; defaults to the tasks' `loss_weight`s.
+        frozen_tasks: names of tasks whose heads are not trained
+            (`trainable = False`), e.g. the old tasks after
+            `mtl_keras.add_task.add_task`; the config records the heads
+            frozen at saving time.
 
     Example:
     >>> import numpy as np
@@ -60,8 +65,14 @@ class MultiTaskModel(keras.Model):
     ['positive', 'topic']
     """
 
-    def __init__(self, tasks, encoder, weighting=None, **kwargs):
+    def __init__(self, tasks, encoder, weighting=None, frozen_tasks=None, **kwargs):
         tasks = validate_tasks(tasks)
+        frozen_tasks = list(frozen_tasks or [])
+        unknown = set(frozen_tasks) - {task.name for task in tasks}
+        if unknown:
+            raise ValueError(
+                f"frozen_tasks {sorted(unknown)} are not tasks of the model."
+            )
         if weighting is None:
             weighting = StaticWeighting({t.name: t.loss_weight for t in tasks})
         if not isinstance(weighting, LossWeighting):
@@ -97,6 +108,8 @@ class MultiTaskModel(keras.Model):
             for task in tasks
         }
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        for name in frozen_tasks:
+            self.heads[name].trainable = False
 
         # === Config and state ===
         self.tasks = tasks
@@ -133,13 +146,24 @@ class MultiTaskModel(keras.Model):
         learning_rate=1e-3,
         weight_decay=0.01,
         loss_scale=True,
+        encoder_learning_rate=None,
         **kwargs,
     ):
         """Configures training with defaults that suit the task kinds.
 
+        The optimizer is built here, for the trainable variables and also
+        for the frozen weights of the encoder and heads, so that unfreezing
+        them later (`mtl_keras.pretrained.UnfreezeEncoder`) keeps the same
+        optimizer.
+
         Args:
             optimizer: a Keras optimizer; default AdamW(`learning_rate`,
                 `weight_decay`, clipnorm 1.0).
+            encoder_learning_rate: if set, the default optimizer is an
+                `EncoderAdamW` that updates the encoder at this rate and the
+                heads at `learning_rate` (a float). With a schedule, pass
+                `optimizer=EncoderAdamW(schedule,
+                encoder_learning_rate_multiplier=...)` instead.
             loss_scale: under `mixed_float16`, wrap the optimizer in a
                 `LossScaleOptimizer` (dynamic loss scaling) unless it is one.
             **kwargs: passed to `keras.Model.compile` (`steps_per_execution`,
@@ -152,7 +176,25 @@ class MultiTaskModel(keras.Model):
                     f"MultiTaskModel.compile() takes no `{key}`: each Task's kind "
                     "defines its loss and metrics, and `weighting` combines them."
                 )
-        if optimizer is None:
+        if optimizer is not None and encoder_learning_rate is not None:
+            raise ValueError(
+                "Pass either an optimizer or encoder_learning_rate; for your own "
+                "optimizer use EncoderAdamW(encoder_learning_rate_multiplier=...)."
+            )
+        if optimizer is None and encoder_learning_rate is not None:
+            if not isinstance(learning_rate, (int, float)):
+                raise ValueError(
+                    "encoder_learning_rate needs a float learning_rate; with a "
+                    "schedule pass optimizer=EncoderAdamW(schedule, "
+                    "encoder_learning_rate_multiplier=...)."
+                )
+            optimizer = EncoderAdamW(
+                learning_rate=learning_rate,
+                encoder_learning_rate_multiplier=encoder_learning_rate / learning_rate,
+                weight_decay=weight_decay,
+                clipnorm=1.0,
+            )
+        elif optimizer is None:
             optimizer = keras.optimizers.AdamW(
                 learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=1.0
             )
@@ -166,6 +208,31 @@ class MultiTaskModel(keras.Model):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, auto_scale_loss=False, **kwargs)
+        self._build_optimizer()
+
+    def _build_optimizer(self):
+        optimizer = self.optimizer
+        if optimizer.built:
+            return
+        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        if isinstance(inner, EncoderAdamW):
+            inner.set_encoder_variables(self.encoder.weights)
+        with self.distribute_strategy.scope():
+            optimizer.build(self.optimizer_variables())
+
+    def optimizer_variables(self):
+        """The variables the optimizer is built for, in a fixed order.
+
+        The trainable variables, and the frozen (float) weights of the
+        encoder and the heads, which may be unfrozen later.
+        """
+        freezable = {
+            id(v)
+            for layer in (self.encoder, *self.heads.values())
+            for v in layer.weights
+            if "float" in str(v.dtype)
+        }
+        return [v for v in self.weights if v.trainable or id(v) in freezable]
 
     @property
     def metrics(self):
@@ -249,15 +316,23 @@ class MultiTaskModel(keras.Model):
         else:
             gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        self.train_step_counter.assign_add(1)
-        self._combined_loss_tracker.update_state(_global_sum(loss))
+        self._count_step(loss, self.train_step_counter)
         return self.get_metrics_result()
+
+    def _count_step(self, loss, step_counter=None):
+        # Tie the counters to the loss: when Keras runs a step past the end of
+        # a dataset of unknown length, the step fails on `get_next` and these
+        # updates must not run either (they would, having no data input).
+        with tf.control_dependencies([loss]):
+            if step_counter is not None:
+                step_counter.assign_add(1)
+            self._combined_loss_tracker.update_state(_global_sum(loss))
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y_pred = self(x, training=False)
         task_losses = self.compute_task_losses(y, y_pred, sample_weight)
-        self._combined_loss_tracker.update_state(_global_sum(self.weighting.combine(task_losses)))
+        self._count_step(self.weighting.combine(task_losses))
         return self.get_metrics_result()
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -266,9 +341,7 @@ class MultiTaskModel(keras.Model):
         # functional model is built at construction and compiles no Keras
         # losses or metrics, so only the optimizer is left to build.
         if self.built and self.optimizer is not None:
-            with self.distribute_strategy.scope():
-                if not self.optimizer.built:
-                    self.optimizer.build(self.trainable_variables)
+            self._build_optimizer()
             return
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
@@ -289,6 +362,7 @@ class MultiTaskModel(keras.Model):
             "tasks": [task.get_config() for task in self.tasks],
             "encoder": keras.layers.serialize(self.encoder),
             "weighting": keras.layers.serialize(self.weighting),
+            "frozen_tasks": [n for n in self.task_names if not self.heads[n].trainable],
             "name": self.name,
         }
 
@@ -304,9 +378,7 @@ class MultiTaskModel(keras.Model):
     def compile_from_config(self, config):
         config = dict(config)
         config["optimizer"] = keras.optimizers.deserialize(config["optimizer"])
-        self.compile(**config)
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
+        self.compile(**config)  # builds the optimizer
 
     @classmethod
     def from_config(cls, config):

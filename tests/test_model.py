@@ -195,3 +195,21 @@ def test_get_config_lists_the_constructor_arguments():
     encoder_config = model.encoder.get_config()
     encoder_params = set(inspect.signature(type(model.encoder).__init__).parameters)
     assert encoder_params - {"self", "kwargs"} <= set(encoder_config)
+
+
+def test_datasets_of_unknown_length_count_each_step_once():
+    """Keras runs one step past the end of such a dataset; it must not count."""
+    x, y, w = make_batch(32, seed=12)
+    known = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(16)
+    unknown = known.filter(lambda *batch: True)
+    assert int(unknown.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    logs = {}
+    for name, dataset in (("known", known), ("unknown", unknown)):
+        keras.utils.set_random_seed(3)
+        model = make_model()
+        model.compile(optimizer=keras.optimizers.SGD(0.0))
+        history = model.fit(dataset, epochs=2, verbose=0)
+        assert int(model.train_step_counter) == 4, name
+        logs[name] = (history.history["loss"], model.evaluate(dataset, verbose=0, return_dict=True)["loss"])
+    np.testing.assert_allclose(logs["known"][0], logs["unknown"][0], rtol=1e-6)
+    assert logs["known"][1] == pytest.approx(logs["unknown"][1], rel=1e-6)
