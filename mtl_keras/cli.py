@@ -1,10 +1,12 @@
-"""The `mtl-keras` command line: train, evaluate, export, predict.
+"""The `mtl-keras` command line: train, evaluate, export, predict, compare.
 
     mtl-keras train [--config FILE] [--out DIR] [--epochs N] [--precision P]
                     [--data-root DIR]
     mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR]
     mtl-keras export MODEL OUT_DIR [--vocabulary FILE] [--config FILE]
     mtl-keras predict PATH [TEXT ...] [--file F]      (TEXT "-": stdin lines)
+    mtl-keras compare [--config FILE] [--seeds K] [--out DIR] [--epochs N]
+                      [--data-root DIR] [--multitask-budget F]
 
 With no `--config`, `train` runs the bundled sample (`configs/sample.yaml`).
 MODEL is a run directory or a `.keras` file; PATH is also allowed to be an
@@ -18,6 +20,7 @@ import sys
 # Before TensorFlow is imported (when it is not yet: `mtl_keras/__init__.py`
 # may already have imported it): no C++ info/warning logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("MPLBACKEND", "Agg")  # plots go to files
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -209,6 +212,43 @@ def _cmd_predict(args):
     return EXIT_OK
 
 
+def _cmd_compare(args):
+    from mtl_keras.compare import compare
+    from mtl_keras.config import ConfigError, load_config
+
+    config = load_config(
+        args.config,
+        data_root=args.data_root,
+        epochs=args.epochs,
+        precision=args.precision,
+    )
+    if len(config.tasks) < 2:
+        raise ConfigError(
+            f"compare needs a config with two or more tasks; {config.source} has "
+            f"{len(config.tasks)}."
+        )
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}.")
+    if args.multitask_budget is not None and not args.multitask_budget > 0:
+        raise ConfigError(
+            f"--multitask-budget must be > 0, got {args.multitask_budget}."
+        )
+    out = args.out
+    if out is None:
+        name = Path(config.source).stem if config.source else "run"
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"compare-{name}-{stamp}"
+    compare(
+        config,
+        seeds=args.seeds,
+        out_dir=out,
+        multitask_budget=args.multitask_budget,
+        vocabulary="own" if args.own_vocabulary else "shared",
+        verbose=0 if args.quiet else 1,
+    )
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------
 # Parser.
 
@@ -285,6 +325,52 @@ def build_parser():
     predict.add_argument("--file", help="read texts from this file, one per line")
     predict.add_argument("--batch-size", type=int, default=64, help=argparse.SUPPRESS)
     predict.set_defaults(run=_cmd_predict)
+
+    compare = commands.add_parser(
+        "compare",
+        help="train the multi-task model and one single-task model per task on "
+        "the same data, over seeds; report dev metrics and compute",
+        description="Trains the multi-task model of a config and one single-task "
+        "model per task (same size, schedule and seed) for K seeds. Budget: each "
+        "single-task model trains `training.epochs` passes over its task's rows; "
+        "the multi-task model trains on F times the sum of their examples, drawn "
+        "by the config's sampler. Writes compare.json and compare.md.",
+    )
+    compare.add_argument(
+        "--config",
+        help="YAML or JSON run config with two or more tasks, or a "
+        "shipped config name (default: the bundled sample)",
+    )
+    compare.add_argument(
+        "--seeds", type=int, default=3, help="seeds per model (default 3)"
+    )
+    compare.add_argument(
+        "--out", help="output directory (default: runs/compare-<config>-<time>)"
+    )
+    compare.add_argument(
+        "--epochs", type=int, help="override training.epochs (single-task passes)"
+    )
+    compare.add_argument(
+        "--multitask-budget",
+        type=float,
+        metavar="F",
+        help="multi-task examples as a share of the single-task runs' sum "
+        "(default 1/number of tasks)",
+    )
+    compare.add_argument(
+        "--own-vocabulary",
+        action="store_true",
+        help="each model learns its vocabulary from its own training texts "
+        "(default: one vocabulary from all tasks' texts, shared)",
+    )
+    compare.add_argument(
+        "--precision",
+        choices=["float32", "mixed_float16", "mixed_bfloat16", "auto"],
+        help="override precision",
+    )
+    compare.add_argument("--data-root", help="override data_root")
+    compare.add_argument("--quiet", action="store_true", help="no progress lines")
+    compare.set_defaults(run=_cmd_compare)
     return parser
 
 
