@@ -229,6 +229,9 @@ def bucket_lengths(sequence_length, bucket_boundaries=None):
     return tuple(sorted(below)) + (sequence_length,)
 
 
+_ENCODE_CHUNK = 256  # examples tokenized per call inside make_batches
+
+
 def make_batches(
     dataset,
     preprocessor,
@@ -244,8 +247,8 @@ def make_batches(
     Takes the unbatched `(features, labels, masks)` dataset of
     `mtl_keras.data` and returns `(x, y, sample_weight)` batches (see
     `docs/CONTRACTS.md`): `x` from `preprocessor`, `y = labels` and
-    `sample_weight = masks`, batched unchanged. Each example is tokenized
-    on its own, then grouped with examples of similar length and padded to
+    `sample_weight = masks`, batched unchanged. Examples are tokenized in
+    chunks, cut to their own length, then grouped with examples of similar length and padded to
     the smallest bucket length that holds it, so a batch has one of
     `len(bucket_lengths(...))` lengths. With `drop_remainder=False` the last,
     partial batch of each bucket is kept and every example appears once.
@@ -282,10 +285,21 @@ def make_batches(
         if preprocessor.pair:
             segments.append(features["text_pair"])
         x = preprocessor(*segments)
-        length = tf.reduce_sum(tf.cast(x["padding_mask"], "int32"))
+        lengths = tf.reduce_sum(tf.cast(x["padding_mask"], "int32"), axis=-1)
+        return (x, lengths), labels, masks
+
+    def trim(x_and_length, labels, masks):
+        x, length = x_and_length
         return {k: v[:length] for k, v in x.items()}, labels, masks
 
-    dataset = dataset.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+    # Tokenize chunks of examples at once (vectorized, several times faster
+    # than one by one), then go back to single examples cut to their length.
+    dataset = (
+        dataset.batch(_ENCODE_CHUNK)
+        .map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+        .unbatch()
+        .map(trim, num_parallel_calls=tf.data.AUTOTUNE)
+    )
     _, label_spec, mask_spec = dataset.element_spec
 
     def padded_batch(window, length):
