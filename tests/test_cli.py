@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_config import write_tiny_config
 
 from mtl_keras import cli, plots
 from mtl_keras.config import DEFAULT_CONFIG, load_config
@@ -30,19 +31,7 @@ RUN_FILES = [
 
 def tiny_config(directory):
     """The bundled sample with a tiny model and one short epoch."""
-    mapping = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    mapping["model"] = {
-        "size": "tiny",
-        "vocabulary_size": 200,
-        "sequence_length": 24,
-        "hidden_dim": 16,
-        "num_layers": 1,
-        "num_heads": 2,
-    }
-    mapping["training"].update(epochs=3, batch_size=64)
-    path = Path(directory) / "tiny.yaml"
-    path.write_text(yaml.safe_dump(mapping))
-    return path
+    return write_tiny_config(directory, epochs=3, batch_size=64)
 
 
 @pytest.fixture(scope="module")

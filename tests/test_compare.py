@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
+from tiny_config import write_tiny_config
 
 from mtl_keras import MultiTaskModel, SharedEncoder, cli
 from mtl_keras import compare as compare_lib
@@ -24,22 +25,14 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 def tiny_config(directory):
     """The bundled sample, a tiny model, one epoch, a constant learning rate."""
-    mapping = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    mapping["model"] = {
-        "size": "tiny",
-        "vocabulary_size": 200,
-        "sequence_length": 24,
-        "hidden_dim": 16,
-        "num_layers": 1,
-        "num_heads": 2,
-    }
-    mapping["training"].update(
-        epochs=1, batch_size=64, learning_rate=0.003, schedule="constant"
+    return write_tiny_config(
+        directory,
+        epochs=1,
+        batch_size=64,
+        learning_rate=0.003,
+        schedule="constant",
+        warmup_fraction=0.0,
     )
-    mapping["training"]["warmup_fraction"] = 0.0
-    path = Path(directory) / "tiny.yaml"
-    path.write_text(yaml.safe_dump(mapping))
-    return path
 
 
 @pytest.fixture(scope="module")
