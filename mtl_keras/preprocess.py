@@ -229,7 +229,7 @@ def bucket_lengths(sequence_length, bucket_boundaries=None):
     return tuple(sorted(below)) + (sequence_length,)
 
 
-_ENCODE_CHUNK = 256  # examples tokenized per call inside make_batches
+_BATCHES_PER_CHUNK = 32  # batches sorted by length together in make_batches
 
 
 def make_batches(
@@ -247,24 +247,31 @@ def make_batches(
     Takes the unbatched `(features, labels, masks)` dataset of
     `mtl_keras.data` and returns `(x, y, sample_weight)` batches (see
     `docs/CONTRACTS.md`): `x` from `preprocessor`, `y = labels` and
-    `sample_weight = masks`, batched unchanged. Examples are tokenized in
-    chunks, cut to their own length, then grouped with examples of similar length and padded to
-    the smallest bucket length that holds it, so a batch has one of
-    `len(bucket_lengths(...))` lengths. With `drop_remainder=False` the last,
-    partial batch of each bucket is kept and every example appears once.
-    Tagging labels (integer labels per word) are not supported yet.
+    `sample_weight = masks`, batched unchanged. Features are texts, or token
+    ids the preprocessor already packed (`Mixture.dataset(preprocessor)`).
+
+    Length-aware batching, all vectorized: the stream is cut into chunks of
+    32 batches; each chunk is tokenized at once, sorted by length (stable),
+    split into batches, and each batch is padded to the smallest of
+    `bucket_lengths(...)` that holds its longest example. So a batch has one
+    of a few lengths (a bounded number of traced shapes), examples in a batch
+    have similar lengths, and the batches of a chunk come out in a seeded
+    random order. Only the stream's last chunk can end in a partial batch:
+    it is kept (every example appears exactly once) unless
+    `drop_remainder=True`. Tagging labels (integer labels per word) are not
+    supported yet.
 
     Args:
         dataset: a `tf.data.Dataset` of `(features, labels, masks)`.
-        preprocessor: a `TextPreprocessor`; `pair=True` iff the features
-            have a `"text_pair"`.
+        preprocessor: a `TextPreprocessor`; `pair=True` iff the text
+            features have a `"text_pair"`.
         batch_size: examples per batch.
         bucket_boundaries: the padded lengths, see `bucket_lengths`.
         shuffle_buffer: if set, shuffle raw examples with this buffer size.
-        seed: shuffle seed.
-        drop_remainder: drop partial batches.
-        pad_to_fixed_length: pad every batch to `sequence_length` (one
-            bucket, in order), e.g. as a baseline for benchmarks.
+        seed: seed of that shuffle and of the batch order within chunks.
+        drop_remainder: drop a final partial batch.
+        pad_to_fixed_length: pad every batch to `sequence_length` and keep
+            the stream's order (no sorting), e.g. as a benchmark baseline.
 
     Example:
     >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat"]
@@ -276,71 +283,94 @@ def make_batches(
     >>> tuple(x["token_ids"].shape)
     (2, 16)
     """
-    _check_element_spec(dataset.element_spec, preprocessor)
+    pre_tokenized = _check_element_spec(dataset.element_spec, preprocessor)
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+    sequence_length = preprocessor.sequence_length
 
     def encode(features, labels, masks):
-        segments = [features["text"]]
-        if preprocessor.pair:
-            segments.append(features["text_pair"])
-        x = preprocessor(*segments)
-        lengths = tf.reduce_sum(tf.cast(x["padding_mask"], "int32"), axis=-1)
-        return (x, lengths), labels, masks
-
-    def trim(x_and_length, labels, masks):
-        x, length = x_and_length
-        return {k: v[:length] for k, v in x.items()}, labels, masks
-
-    # Tokenize chunks of examples at once (vectorized, several times faster
-    # than one by one), then go back to single examples cut to their length.
-    dataset = (
-        dataset.batch(_ENCODE_CHUNK)
-        .map(encode, num_parallel_calls=tf.data.AUTOTUNE)
-        .unbatch()
-        .map(trim, num_parallel_calls=tf.data.AUTOTUNE)
-    )
-    _, label_spec, mask_spec = dataset.element_spec
-
-    def padded_batch(window, length):
-        shapes = (
-            {"token_ids": [length], "padding_mask": [length]},
-            tf.nest.map_structure(lambda s: s.shape, label_spec),
-            tf.nest.map_structure(lambda s: s.shape, mask_spec),
-        )
-        return window.padded_batch(
-            batch_size, padded_shapes=shapes, drop_remainder=drop_remainder
-        )
+        if pre_tokenized:
+            ids = features["token_ids"]
+            lengths = tf.cast(ids.row_lengths(), "int32")
+            token_ids = ids.to_tensor(shape=[None, sequence_length])
+            padding_mask = tf.sequence_mask(lengths, sequence_length)
+            x = {"token_ids": tf.cast(token_ids, "int32"), "padding_mask": padding_mask}
+        else:
+            segments = [features["text"]]
+            if preprocessor.pair:
+                segments.append(features["text_pair"])
+            x = preprocessor(*segments)
+            lengths = tf.reduce_sum(tf.cast(x["padding_mask"], "int32"), axis=-1)
+        return x, lengths, labels, masks
 
     if pad_to_fixed_length:
-        dataset = padded_batch(dataset, preprocessor.sequence_length)
-    else:
-        lengths = tf.constant(
-            bucket_lengths(preprocessor.sequence_length, bucket_boundaries), tf.int64
+        batch = dataset.ragged_batch if pre_tokenized else dataset.batch
+        batches = batch(batch_size, drop_remainder=drop_remainder).map(
+            lambda *example: _drop_lengths(*encode(*example)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        return batches.prefetch(tf.data.AUTOTUNE)
+
+    buckets = tf.constant(bucket_lengths(sequence_length, bucket_boundaries), "int32")
+    batch_seed = 0 if seed is None else int(seed)
+
+    def split_by_length(chunk_index, chunk):
+        x, lengths, labels, masks = chunk
+        order = tf.argsort(lengths, stable=True)
+        x, lengths, labels, masks = tf.nest.map_structure(
+            lambda t: tf.gather(t, order), (x, lengths, labels, masks)
+        )
+        size = tf.shape(lengths)[0]
+        starts = tf.range(0, size, batch_size)
+        starts = tf.random.experimental.stateless_shuffle(
+            starts, seed=tf.stack([tf.constant(batch_seed, "int64"), chunk_index])
         )
 
-        def bucket_of(x, labels, masks):
-            length = tf.shape(x["token_ids"], out_type=tf.int64)[0]
-            return tf.searchsorted(lengths, [length], out_type=tf.int64)[0]
+        def one_batch(start):
+            stop = tf.minimum(start + batch_size, size)
+            longest = lengths[stop - 1]
+            padded = tf.gather(buckets, tf.searchsorted(buckets, [longest])[0])
+            batch_x = {k: v[start:stop, :padded] for k, v in x.items()}
+            rows = tf.nest.map_structure(lambda t: t[start:stop], (labels, masks))
+            return (batch_x,) + rows
 
-        dataset = dataset.group_by_window(
-            key_func=bucket_of,
-            reduce_func=lambda key, window: padded_batch(window, lengths[key]),
-            window_size=batch_size,
+        return tf.data.Dataset.from_tensor_slices(starts).map(one_batch)
+
+    chunk_size = batch_size * _BATCHES_PER_CHUNK
+    batches = (
+        (
+            dataset.ragged_batch(chunk_size)
+            if pre_tokenized
+            else dataset.batch(chunk_size)
         )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+        .map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+        .enumerate()
+        .flat_map(split_by_length)
+    )
+    if drop_remainder:
+        batches = batches.filter(
+            lambda x, y, w: tf.shape(x["token_ids"])[0] == batch_size
+        )
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def _drop_lengths(x, lengths, labels, masks):
+    return x, labels, masks
 
 
 def _check_element_spec(spec, preprocessor):
     if not (isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[0], dict)):
         raise ValueError(
             "make_batches expects a dataset of (features, labels, masks) "
-            f"with features a dict of strings, got elements {spec}."
+            f"with features a dict, got elements {spec}."
         )
     features, labels, _ = spec
-    if "text" not in features:
-        raise ValueError(f"The features have no 'text': {sorted(features)}.")
-    if ("text_pair" in features) != preprocessor.pair:
+    pre_tokenized = "token_ids" in features
+    if not pre_tokenized and "text" not in features:
+        raise ValueError(
+            f"The features have no 'text' (nor 'token_ids'): {sorted(features)}."
+        )
+    if not pre_tokenized and ("text_pair" in features) != preprocessor.pair:
         raise ValueError(
             f"The features {sorted(features)} do not match a preprocessor "
             f"with pair={preprocessor.pair}."
@@ -351,3 +381,4 @@ def _check_element_spec(spec, preprocessor):
                 f"Task {task!r} has per-word integer labels (tagging); "
                 "make_batches does not align them to word pieces yet."
             )
+    return pre_tokenized
