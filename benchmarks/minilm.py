@@ -20,7 +20,9 @@ the datasets in /work/shared/data (or `--data`).
 
 Usage:
     python benchmarks/minilm.py [--sst2-rows 20000] [--ag-rows 10001]
-        [--cola-rows 8551] [--sequence-length 64] [--batch-size 32]
+        [--cola-rows 8551] [--epochs 3] [--sampler temperature]
+        [--temperature 2] [--sequence-length 64] [--pooling first]
+        [--batch-size 32]
         [--precision mixed_bfloat16] [--out results.json] [--smoke]
 """
 
@@ -41,7 +43,7 @@ import tensorflow as tf  # noqa: E402
 
 from mtl_keras import MultiTaskModel, Task  # noqa: E402
 from mtl_keras.add_task import add_task  # noqa: E402
-from mtl_keras.data import FileSource, Mixture, eval_datasets  # noqa: E402
+from mtl_keras.data import FileSource, Mixture, Temperature, eval_datasets  # noqa: E402
 from mtl_keras.export import export_saved_model, load_for_serving  # noqa: E402
 from mtl_keras.preprocess import make_batches  # noqa: E402
 from mtl_keras.pretrained import (  # noqa: E402
@@ -208,8 +210,17 @@ def main(argv=None):
         "--eval-rows", type=int, default=None, help="limit per eval file"
     )
     parser.add_argument("--sequence-length", type=int, default=64)
+    parser.add_argument("--pooling", default="first", help="first ([CLS]) or mean")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--sampler",
+        default="temperature",
+        help="proportional|temperature|uniform|annealed",
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=2.0, help="for --sampler temperature"
+    )
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="heads, peak")
     parser.add_argument(
         "--encoder-learning-rate", type=float, default=1e-4, help="peak"
@@ -232,10 +243,13 @@ def main(argv=None):
     # --- Part 1: SST-2 + CoLA + AG News on MiniLM ---------------------------------
     preset = minilm_preset_dir(args.cache_dir)
     encoder, preprocessor = load_pretrained(
-        preset, args.sequence_length, pooling="mean", dtype=args.precision
+        preset, args.sequence_length, pooling=args.pooling, dtype=args.precision
     )
     model = MultiTaskModel(list(TASKS), encoder, name="minilm_mtl")
-    mixture = Mixture(TASKS, train_sources(args.data, args), sampler="proportional",
+    sampler = (
+        Temperature(args.temperature) if args.sampler == "temperature" else args.sampler
+    )
+    mixture = Mixture(TASKS, train_sources(args.data, args), sampler=sampler,
                       num_epochs=args.epochs, seed=args.seed)  # fmt: skip
     steps = args.epochs * math.ceil(mixture.epoch_size / args.batch_size)
     model.compile(
@@ -247,9 +261,9 @@ def main(argv=None):
             clipnorm=1.0,
         )
     )
-    train = make_batches(mixture.dataset(), preprocessor, args.batch_size)
+    train = make_batches(mixture.dataset(preprocessor), preprocessor, args.batch_size)
     print(
-        f"Training {mixture.epoch_size} examples x {args.epochs} epoch(s), about {steps} steps; per source {mixture.counts(0)}",
+        f"Training {mixture.epoch_size} examples x {args.epochs} epoch(s), about {steps} steps; per source {[mixture.counts(e) for e in range(args.epochs)]}",
         flush=True,
     )
     t0 = time.time()
