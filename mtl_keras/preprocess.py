@@ -250,13 +250,13 @@ def make_batches(
     `sample_weight = masks`, batched unchanged. Features are texts, or token
     ids the preprocessor already packed (`Mixture.dataset(preprocessor)`).
 
-    Length-aware batching, all vectorized: the stream is cut into chunks of
-    32 batches; each chunk is tokenized at once, sorted by length (stable),
-    split into batches, and each batch is padded to the smallest of
-    `bucket_lengths(...)` that holds its longest example. So a batch has one
-    of a few lengths (a bounded number of traced shapes), examples in a batch
-    have similar lengths, and the batches of a chunk come out in a seeded
-    random order. Only the stream's last chunk can end in a partial batch:
+    Length-aware batching (bucketing), vectorized: the stream is cut into
+    chunks of 32 batches; each chunk is tokenized at once, grouped by bucket
+    (the smallest of `bucket_lengths(...)` that holds an example; stream
+    order kept within a bucket), split into batches, and each batch is
+    padded to the bucket of its longest example. So a batch has one of a few
+    lengths (a bounded number of traced shapes), and the batches of a chunk
+    come out in a seeded random order. Only the stream's last chunk can end in a partial batch:
     it is kept (every example appears exactly once) unless
     `drop_remainder=True`. Tagging labels (integer labels per word) are not
     supported yet.
@@ -316,7 +316,8 @@ def make_batches(
 
     def split_by_length(chunk_index, chunk):
         x, lengths, labels, masks = chunk
-        order = tf.argsort(lengths, stable=True)
+        # Group by bucket, keeping the stream's order within a bucket.
+        order = tf.argsort(tf.searchsorted(buckets, lengths), stable=True)
         x, lengths, labels, masks = tf.nest.map_structure(
             lambda t: tf.gather(t, order), (x, lengths, labels, masks)
         )
@@ -328,7 +329,7 @@ def make_batches(
 
         def one_batch(start):
             stop = tf.minimum(start + batch_size, size)
-            longest = lengths[stop - 1]
+            longest = tf.reduce_max(lengths[start:stop])
             padded = tf.gather(buckets, tf.searchsorted(buckets, [longest])[0])
             batch_x = {k: v[start:stop, :padded] for k, v in x.items()}
             rows = tf.nest.map_structure(lambda t: t[start:stop], (labels, masks))

@@ -278,19 +278,21 @@ def test_make_batches_fixed_length_and_shuffle(vocab):
     assert shuffled_order(7) == shuffled_order(7)
 
 
-def test_make_batches_sorts_each_chunk_by_length(vocab):
-    """Chunks of 32 batches are sorted by length: in a chunk, the batches'
-    length ranges do not overlap; only the last chunk has a partial batch."""
+def test_make_batches_groups_each_chunk_by_bucket(vocab):
+    """Chunks of 32 batches are grouped by bucket, stream order kept within a
+    bucket: in a chunk, the batches' bucket ranges do not overlap, and only
+    the last chunk has a partial batch."""
     texts = sentences(150, seed=4)
     preprocessor = TextPreprocessor(vocab, sequence_length=40)
     lengths = preprocessor(texts)["padding_mask"].numpy().sum(axis=1)
+    buckets = np.searchsorted(bucket_lengths(40, [8, 16]), lengths)
     batch_size = 4
     chunk = batch_size * preprocess._BATCHES_PER_CHUNK
 
     def batch_indices(seed=None, drop_remainder=False):
         batches = make_batches(
-            raw_dataset(texts), preprocessor, batch_size, seed=seed,
-            drop_remainder=drop_remainder,
+            raw_dataset(texts), preprocessor, batch_size, bucket_boundaries=[8, 16],
+            seed=seed, drop_remainder=drop_remainder,
         )  # fmt: skip
         return [y["index"].tolist() for _, y, _ in batches.as_numpy_iterator()]
 
@@ -299,14 +301,17 @@ def test_make_batches_sorts_each_chunk_by_length(vocab):
     assert sorted(sizes) == [150 % batch_size] + [batch_size] * (150 // batch_size)
     partial = batches[sizes.index(150 % batch_size)]
     assert min(partial) >= 150 // chunk * chunk
-    ranges = collections.defaultdict(list)
+    spans = collections.defaultdict(list)  # per chunk: each batch's buckets
     for indices in batches:
         assert len({i // chunk for i in indices}) == 1  # never across chunks
-        ranges[indices[0] // chunk].append(sorted(lengths[indices]))
-    for spans in ranges.values():
-        spans.sort()
-        for shorter, longer in zip(spans, spans[1:]):
-            assert shorter[-1] <= longer[0]
+        spans[indices[0] // chunk].append(sorted(buckets[indices]))
+        for bucket in set(buckets[indices]):  # stream order within a bucket
+            same = [i for i in indices if buckets[i] == bucket]
+            assert same == sorted(same)
+    for chunk_spans in spans.values():
+        chunk_spans.sort()
+        for lower, higher in zip(chunk_spans, chunk_spans[1:]):
+            assert lower[-1] <= higher[0]
     # The batch order within a chunk is shuffled by the seed, reproducibly.
     assert batch_indices(seed=1) == batch_indices(seed=1) != batch_indices(seed=2)
     assert sorted(map(sorted, batch_indices(seed=1))) == sorted(map(sorted, batches))
