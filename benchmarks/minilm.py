@@ -261,7 +261,7 @@ def main(argv=None):
             clipnorm=1.0,
         )
     )
-    train = make_batches(mixture.dataset(preprocessor), preprocessor, args.batch_size)
+    train = make_batches(mixture.dataset(), preprocessor, args.batch_size)
     print(
         f"Training {mixture.epoch_size} examples x {args.epochs} epoch(s), about {steps} steps; per source {[mixture.counts(e) for e in range(args.epochs)]}",
         flush=True,

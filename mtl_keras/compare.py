@@ -371,7 +371,7 @@ def train_and_evaluate(config, examples=None, vocabulary=None, label=None, verbo
     )
     if examples is None:
         examples = prepared.examples_per_epoch * training.epochs
-    stream = prepared.train_stream(preprocessor)
+    stream = prepared.train_raw
     if config.sampler.name == "joint":
         stream = stream.repeat()  # a fresh shuffle each pass
     counter = _Counter([t.name for t in prepared.tasks])

@@ -5,7 +5,6 @@ is read in Python into memory, every label is checked, and the result becomes
 a `tf.data.Dataset` of unbatched `(features, labels, masks)`:
 
     features = {"text": str} (+ "text_pair": str for sentence pairs)
-               or {"token_ids": int32 [n]} from `Mixture.dataset(preprocessor)`
     labels   = {task: label or placeholder}  for every task of the model
     masks    = {task: 1.0 if the example carries that task's label, else 0.0}
 
@@ -55,7 +54,6 @@ import json
 import logging
 import math
 import numbers
-import weakref
 from pathlib import Path
 
 import numpy as np
@@ -281,47 +279,6 @@ def _gather(tensors, rows):
         return tf.nest.map_structure(lambda t: tf.gather(t, batch), tensors)
 
     return rows.batch(1024).map(gather).unbatch()
-
-
-def tokenize_rows(features, preprocessor, chunk=1024):
-    """Packs every row of `features` with `preprocessor`, cut to its length.
-
-    `features` is `{"text": [n]}` (+ `"text_pair"`) of strings; the result is
-    a `tf.RaggedTensor` [n, None] of int32 ids: the preprocessor's
-    `token_ids` up to its `padding_mask`. The work runs in `tf.data`
-    (chunks of `chunk` rows, parallel), the code path used everywhere else.
-    """
-    pair = getattr(preprocessor, "pair", False)
-    if pair != ("text_pair" in features):
-        raise ValueError(
-            f"Texts with features {sorted(features)} do not match a "
-            f"preprocessor with pair={pair}."
-        )
-
-    def encode(chunk_features):
-        segments = [chunk_features["text"]]
-        if pair:
-            segments.append(chunk_features["text_pair"])
-        x = preprocessor(*segments)
-        lengths = tf.reduce_sum(tf.cast(x["padding_mask"], "int64"), axis=-1)
-        return tf.RaggedTensor.from_tensor(x["token_ids"], lengths=lengths)
-
-    chunks = (
-        tf.data.Dataset.from_tensor_slices(features)
-        .batch(chunk)
-        .map(encode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    )
-    values, lengths = [], []
-    for ids in chunks:
-        values.append(ids.flat_values.numpy())
-        lengths.append(ids.row_lengths().numpy())
-    if not values:
-        return tf.RaggedTensor.from_row_lengths(
-            tf.zeros([0], "int32"), tf.zeros([0], "int64")
-        )
-    return tf.RaggedTensor.from_row_lengths(
-        np.concatenate(values), np.concatenate(lengths)
-    )
 
 
 def _concat(tables, source):
@@ -945,7 +902,6 @@ class Mixture:
         self.sizes = {n: len(t) for n, t in zip(names, self.tables)}
         self.epoch_size = sum(self.sizes.values())
         self._with_pair = any(t.text_pair is not None for t in self.tables)
-        self._tokenized = weakref.WeakKeyDictionary()
 
     def probabilities(self, epoch):
         """`{source name: p_i}` in `epoch` (zero-based)."""
@@ -987,27 +943,20 @@ class Mixture:
         choice = np.repeat(np.arange(len(counts), dtype="int64"), counts)
         return np.random.default_rng([self.seed, 1, epoch]).permutation(choice)
 
-    def epoch_dataset(self, epoch, preprocessor=None):
-        """The examples of one epoch (zero-based); see `dataset`."""
-        return self._dataset([epoch], preprocessor)
+    def epoch_dataset(self, epoch):
+        """The examples of one epoch (zero-based)."""
+        return self._dataset([epoch])
 
-    def dataset(self, preprocessor=None):
+    def dataset(self):
         """All `num_epochs` epochs, one after the other (N examples each).
-
-        With a `preprocessor` (a `TextPreprocessor`), every row of every
-        source is tokenized and packed once, in `tf.data` chunks, and the
-        examples carry `{"token_ids": int32 [n]}` (cut to their length)
-        instead of text: the mixture then moves token ids, and `make_batches`
-        batches them without tokenizing each repeat again. The ids are the
-        preprocessor's own, and are kept for later calls with the same one.
 
         For `model.fit(..., epochs=num_epochs)` pass
         `steps_per_epoch = epoch_size // batch_size` so that Keras keeps one
         iterator over the epochs.
         """
-        return self._dataset(range(self.num_epochs), preprocessor)
+        return self._dataset(range(self.num_epochs))
 
-    def _dataset(self, epochs, preprocessor=None):
+    def _dataset(self, epochs):
         for epoch in epochs:
             logger.info(
                 "Mixture epoch %d: %d examples; per source %s; labelled per task %s",
@@ -1016,22 +965,7 @@ class Mixture:
                 self.counts(epoch),
                 self.task_counts(epoch),
             )
-        rows = self._rows(epochs)
-        if preprocessor is None:
-            return self._all_rows.to_dataset(rows, with_pair=self._with_pair)
-        _, labels, masks = self._all_rows.tensors()
-        features = {"token_ids": self._token_ids(preprocessor)}
-        return _gather(
-            (features, labels, masks), tf.data.Dataset.from_tensor_slices(rows)
-        )
-
-    def _token_ids(self, preprocessor):
-        """Every row's packed ids, a `tf.RaggedTensor` [rows, None] (cached)."""
-        if preprocessor not in self._tokenized:
-            pair = self._with_pair or getattr(preprocessor, "pair", False)
-            features, _, _ = self._all_rows.tensors(pair)
-            self._tokenized[preprocessor] = tokenize_rows(features, preprocessor)
-        return self._tokenized[preprocessor]
+        return self._all_rows.to_dataset(self._rows(epochs), with_pair=self._with_pair)
 
     @functools.cached_property
     def _all_rows(self):

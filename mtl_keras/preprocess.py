@@ -229,7 +229,7 @@ def bucket_lengths(sequence_length, bucket_boundaries=None):
     return tuple(sorted(below)) + (sequence_length,)
 
 
-_BATCHES_PER_CHUNK = 32  # batches sorted by length together in make_batches
+_BATCHES_PER_CHUNK = 32  # batches grouped by bucket together in make_batches
 
 
 def make_batches(
@@ -247,8 +247,7 @@ def make_batches(
     Takes the unbatched `(features, labels, masks)` dataset of
     `mtl_keras.data` and returns `(x, y, sample_weight)` batches (see
     `docs/CONTRACTS.md`): `x` from `preprocessor`, `y = labels` and
-    `sample_weight = masks`, batched unchanged. Features are texts, or token
-    ids the preprocessor already packed (`Mixture.dataset(preprocessor)`).
+    `sample_weight = masks`, batched unchanged.
 
     Length-aware batching (bucketing), vectorized: the stream is cut into
     chunks of 32 batches; each chunk is tokenized at once, grouped by bucket
@@ -256,15 +255,15 @@ def make_batches(
     order kept within a bucket), split into batches, and each batch is
     padded to the bucket of its longest example. So a batch has one of a few
     lengths (a bounded number of traced shapes), and the batches of a chunk
-    come out in a seeded random order. Only the stream's last chunk can end in a partial batch:
-    it is kept (every example appears exactly once) unless
-    `drop_remainder=True`. Tagging labels (integer labels per word) are not
-    supported yet.
+    come out in a seeded random order. Only the stream's last chunk can end
+    in a partial batch: it is kept (every example appears exactly once)
+    unless `drop_remainder=True`. Tagging labels (integer labels per word)
+    are not supported yet.
 
     Args:
         dataset: a `tf.data.Dataset` of `(features, labels, masks)`.
-        preprocessor: a `TextPreprocessor`; `pair=True` iff the text
-            features have a `"text_pair"`.
+        preprocessor: a `TextPreprocessor`; `pair=True` iff the features
+            have a `"text_pair"`.
         batch_size: examples per batch.
         bucket_boundaries: the padded lengths, see `bucket_lengths`.
         shuffle_buffer: if set, shuffle raw examples with this buffer size.
@@ -283,29 +282,21 @@ def make_batches(
     >>> tuple(x["token_ids"].shape)
     (2, 16)
     """
-    pre_tokenized = _check_element_spec(dataset.element_spec, preprocessor)
+    _check_element_spec(dataset.element_spec, preprocessor)
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     sequence_length = preprocessor.sequence_length
 
     def encode(features, labels, masks):
-        if pre_tokenized:
-            ids = features["token_ids"]
-            lengths = tf.cast(ids.row_lengths(), "int32")
-            token_ids = ids.to_tensor(shape=[None, sequence_length])
-            padding_mask = tf.sequence_mask(lengths, sequence_length)
-            x = {"token_ids": tf.cast(token_ids, "int32"), "padding_mask": padding_mask}
-        else:
-            segments = [features["text"]]
-            if preprocessor.pair:
-                segments.append(features["text_pair"])
-            x = preprocessor(*segments)
-            lengths = tf.reduce_sum(tf.cast(x["padding_mask"], "int32"), axis=-1)
+        segments = [features["text"]]
+        if preprocessor.pair:
+            segments.append(features["text_pair"])
+        x = preprocessor(*segments)
+        lengths = tf.reduce_sum(tf.cast(x["padding_mask"], "int32"), axis=-1)
         return x, lengths, labels, masks
 
     if pad_to_fixed_length:
-        batch = dataset.ragged_batch if pre_tokenized else dataset.batch
-        batches = batch(batch_size, drop_remainder=drop_remainder).map(
+        batches = dataset.batch(batch_size, drop_remainder=drop_remainder).map(
             lambda *example: _drop_lengths(*encode(*example)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
@@ -314,7 +305,7 @@ def make_batches(
     buckets = tf.constant(bucket_lengths(sequence_length, bucket_boundaries), "int32")
     batch_seed = 0 if seed is None else int(seed)
 
-    def split_by_length(chunk_index, chunk):
+    def split_by_bucket(chunk_index, chunk):
         x, lengths, labels, masks = chunk
         # Group by bucket, keeping the stream's order within a bucket.
         order = tf.argsort(tf.searchsorted(buckets, lengths), stable=True)
@@ -337,16 +328,11 @@ def make_batches(
 
         return tf.data.Dataset.from_tensor_slices(starts).map(one_batch)
 
-    chunk_size = batch_size * _BATCHES_PER_CHUNK
     batches = (
-        (
-            dataset.ragged_batch(chunk_size)
-            if pre_tokenized
-            else dataset.batch(chunk_size)
-        )
+        dataset.batch(batch_size * _BATCHES_PER_CHUNK)
         .map(encode, num_parallel_calls=tf.data.AUTOTUNE)
         .enumerate()
-        .flat_map(split_by_length)
+        .flat_map(split_by_bucket)
     )
     if drop_remainder:
         batches = batches.filter(
@@ -363,15 +349,12 @@ def _check_element_spec(spec, preprocessor):
     if not (isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[0], dict)):
         raise ValueError(
             "make_batches expects a dataset of (features, labels, masks) "
-            f"with features a dict, got elements {spec}."
+            f"with features a dict of strings, got elements {spec}."
         )
     features, labels, _ = spec
-    pre_tokenized = "token_ids" in features
-    if not pre_tokenized and "text" not in features:
-        raise ValueError(
-            f"The features have no 'text' (nor 'token_ids'): {sorted(features)}."
-        )
-    if not pre_tokenized and ("text_pair" in features) != preprocessor.pair:
+    if "text" not in features:
+        raise ValueError(f"The features have no 'text': {sorted(features)}.")
+    if ("text_pair" in features) != preprocessor.pair:
         raise ValueError(
             f"The features {sorted(features)} do not match a preprocessor "
             f"with pair={preprocessor.pair}."
@@ -382,4 +365,3 @@ def _check_element_spec(spec, preprocessor):
                 f"Task {task!r} has per-word integer labels (tagging); "
                 "make_batches does not align them to word pieces yet."
             )
-    return pre_tokenized

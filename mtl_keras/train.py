@@ -122,15 +122,6 @@ class PreparedData:
     train_raw: tf.data.Dataset  # unbatched (features, labels, masks)
     examples_per_epoch: int
     pair: bool
-    mixture: object = None  # the `data.Mixture` behind `train_raw`, if any
-
-    def train_stream(self, preprocessor):
-        """The training stream for `make_batches`: a mixture's rows are
-        tokenized once by `preprocessor` (see `Mixture.dataset`), jointly
-        labelled rows are tokenized as they are batched."""
-        if self.mixture is None:
-            return self.train_raw
-        return self.mixture.dataset(preprocessor)
 
 
 def check_tfds(config):
@@ -174,7 +165,6 @@ def prepare_data(config):
     data_lib.validate(tasks, dev_sources, empty_text=empty_text, split="evaluation")
     pair = any(s.text_pair is not None for s in (*config.data.train, *config.data.dev))
     seed = config.training.seed
-    mixture = None
     if config.sampler.name == "joint":
         train_raw = data_lib.joint_dataset(
             tasks, train_sources, shuffle=True, seed=seed, empty_text=empty_text
@@ -199,14 +189,7 @@ def prepare_data(config):
     if pair:
         train_raw = train_raw.map(_with_pair)
     return PreparedData(
-        tasks,
-        train_sources,
-        dev_sources,
-        train_examples,
-        train_raw,
-        examples,
-        pair,
-        mixture,
+        tasks, train_sources, dev_sources, train_examples, train_raw, examples, pair
     )
 
 
@@ -520,10 +503,7 @@ def run_training(config, out_dir, verbose=1):
     batch_size = training.batch_size
     steps_per_epoch = max(1, math.ceil(prepared.examples_per_epoch / batch_size))
     train_batches = make_batches(
-        prepared.train_stream(preprocessor),
-        preprocessor,
-        batch_size,
-        seed=training.seed,
+        prepared.train_raw, preprocessor, batch_size, seed=training.seed
     ).repeat()
     dev_raw = data_lib.joint_dataset(
         prepared.tasks,

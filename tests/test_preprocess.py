@@ -320,45 +320,6 @@ def test_make_batches_groups_each_chunk_by_bucket(vocab):
     assert sorted(kept) == sorted(set(range(150)) - set(partial))
 
 
-@pytest.mark.parametrize("pair", [False, True])
-def test_mixture_tokenized_once_gives_the_same_batches(vocab, tmp_path, pair):
-    """`Mixture.dataset(preprocessor)` moves token ids instead of texts;
-    `make_batches` turns them into exactly the batches of the text path."""
-    from mtl_keras.data import FileSource, Mixture, Temperature
-    from mtl_keras.tasks import Task
-
-    tasks = [Task("a", "binary"), Task("b", "multiclass", 3)]
-    sources = []
-    for i, task in enumerate(tasks):
-        rows = ["text\tpair\tlabel"]
-        texts = sentences(40 + 30 * i, seed=10 + i)
-        for j, text in enumerate(texts + [""]):
-            rows.append(f"{text}\t{texts[-j]}\t{j % (2 + i)}")
-        path = tmp_path / f"{task.name}.tsv"
-        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-        sources.append(
-            FileSource(path, "text", {task.name: "label"}, name=task.name,
-                       text_pair_column="pair" if pair else None)
-        )  # fmt: skip
-    mixture = Mixture(tasks, sources, sampler=Temperature(2.0), num_epochs=2, seed=3)
-    preprocessor = TextPreprocessor(vocab, sequence_length=24, pair=pair)
-    tokenized = mixture.dataset(preprocessor)
-    assert "token_ids" in tokenized.element_spec[0]
-    assert mixture._token_ids(preprocessor) is mixture._token_ids(preprocessor)
-
-    def batches(dataset):
-        return list(make_batches(dataset, preprocessor, 8, seed=5).as_numpy_iterator())
-
-    from_text, from_ids = batches(mixture.dataset()), batches(tokenized)
-    assert len(from_text) == len(from_ids) > 2 * mixture.epoch_size // 8 - 1
-    for (x1, y1, w1), (x2, y2, w2) in zip(from_text, from_ids):
-        for name in x1:
-            np.testing.assert_array_equal(x1[name], x2[name])
-        for name in y1:
-            np.testing.assert_array_equal(y1[name], y2[name])
-            np.testing.assert_array_equal(w1[name], w2[name])
-
-
 def test_make_batches_errors(vocab):
     preprocessor = TextPreprocessor(vocab, sequence_length=16)
     tagging = tf.data.Dataset.from_tensors(
