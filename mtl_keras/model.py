@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from mtl_keras.backbone import SharedEncoder  # noqa: F401 (registers it for loading)
-from mtl_keras.pretrained import EncoderAdamW
+from mtl_keras.optimizers import EncoderAdamW
 from mtl_keras.tasks import validate_tasks
 from mtl_keras.weighting import LossWeighting, StaticWeighting
 
