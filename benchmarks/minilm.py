@@ -19,8 +19,8 @@ Needs the optional dependencies (`pip install 'mtl_keras[pretrained]'`) and
 the datasets in /work/shared/data (or `--data`).
 
 Usage:
-    python benchmarks/minilm.py [--sst2-rows 20000] [--ag-rows 10001]
-        [--cola-rows 8551] [--epochs 3] [--sampler temperature]
+    python benchmarks/minilm.py [--sst2-rows N] [--ag-rows 10001]
+        [--cola-rows 8551] [--epochs 2] [--sampler temperature]
         [--temperature 2] [--sequence-length 64] [--pooling first]
         [--batch-size 32]
         [--precision mixed_bfloat16] [--out results.json] [--smoke]
@@ -202,7 +202,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="/work/shared/data")
     parser.add_argument("--cache-dir", default=None, help="where MiniLM is unpacked")
-    parser.add_argument("--sst2-rows", type=int, default=20000)
+    parser.add_argument(
+        "--sst2-rows", type=int, default=None, help="default: all 67,349"
+    )
     parser.add_argument("--cola-rows", type=int, default=8551)
     parser.add_argument("--ag-rows", type=int, default=10001)
     parser.add_argument("--emotion-rows", type=int, default=None)
@@ -212,7 +214,7 @@ def main(argv=None):
     parser.add_argument("--sequence-length", type=int, default=64)
     parser.add_argument("--pooling", default="first", help="first ([CLS]) or mean")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument(
         "--sampler",
         default="temperature",
