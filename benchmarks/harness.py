@@ -368,6 +368,17 @@ def run_interleaved(
 # --- Compute ceiling and FLOP counts -------------------------------------------
 
 
+def write_results(path, payload, markdown):
+    """Writes `payload` as JSON to `path` and `markdown` next to it (`.md`)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2, default=str)
+    md_path = os.path.splitext(path)[0] + ".md"
+    with open(md_path, "w") as f:
+        f.write(markdown + "\n")
+    print(f"wrote {path} and {md_path}")
+
+
 @functools.cache
 def _matmul_ceilings(dtype, size, chain, repeats):
     import tensorflow as tf

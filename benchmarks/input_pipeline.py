@@ -36,7 +36,6 @@ texts, tiny sizes and 1 round (no shared data needed).
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -362,14 +361,8 @@ def main(argv=None):
     print()
     print(markdown)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         payload = dict(result.to_dict(), summary=summary, wall_seconds=round(wall, 1))
-        with open(args.out, "w") as f:
-            json.dump(payload, f, indent=2, default=str)
-        md_path = os.path.splitext(args.out)[0] + ".md"
-        with open(md_path, "w") as f:
-            f.write(markdown + "\n")
-        print(f"wrote {args.out} and {md_path}")
+        harness.write_results(args.out, payload, markdown)
     return summary
 
 

@@ -41,7 +41,6 @@ Without `/work/shared/data` (or `--data DIR`) it prints a message and exits
 
 import argparse
 import collections
-import json
 import os
 import re
 import sys
@@ -452,7 +451,6 @@ def main(argv=None):
     print()
     print(markdown)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         payload = {
             "data": data_name,
             "examples_per_round": len(pool),
@@ -461,12 +459,7 @@ def main(argv=None):
             "wall_seconds": round(wall, 1),
             "results": {p: r.to_dict() for p, r in results.items()},
         }
-        with open(args.out, "w") as f:
-            json.dump(payload, f, indent=2, default=str)
-        md_path = os.path.splitext(args.out)[0] + ".md"
-        with open(md_path, "w") as f:
-            f.write(markdown + "\n")
-        print(f"wrote {args.out} and {md_path}")
+        harness.write_results(args.out, payload, markdown)
     return results
 
 
