@@ -2,16 +2,18 @@ import keras
 import numpy as np
 import pytest
 
-from mtl_keras.tasks import KINDS, LogitF1Score, Task, validate_tasks
+from mtl_keras.kinds import KINDS
+from mtl_keras.metrics import LogitF1Score
+from mtl_keras.tasks import Task, validate_tasks
 
 
 @pytest.mark.parametrize(
     "kind, num_classes, units, metrics",
     [
-        ("multiclass", 4, 4, ["accuracy", "macro_f1"]),
-        ("binary", 2, 1, ["accuracy", "auc"]),
-        ("multilabel", 5, 5, ["accuracy", "macro_f1", "auc"]),
-        ("regression", 2, 1, ["mse", "mae"]),
+        ("multiclass", 4, 4, ["accuracy", "macro_f1", "mcc"]),
+        ("binary", 2, 1, ["accuracy", "auc", "precision", "recall", "f1", "mcc"]),
+        ("multilabel", 5, 5, ["macro_f1", "accuracy", "auc"]),
+        ("regression", 2, 1, ["mae", "mse"]),
         ("tagging", 7, 7, ["token_accuracy"]),
     ],
 )
@@ -22,7 +24,7 @@ def test_each_kind_defines_head_and_metrics(kind, num_classes, units, metrics):
     assert all(m.name.startswith("t_") for m in task.metrics())
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_losses_take_logits(kind):
     loss = Task("t", kind, num_classes=3).loss()
     assert loss.reduction is None

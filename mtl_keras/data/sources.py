@@ -1,0 +1,486 @@
+"""Data sources: records of a file or a tfds split to a checked `Examples` table.
+
+A source (`FileSource` for CSV/TSV/JSONL files, `TfdsSource` for tfds names)
+is read in Python into memory and every label is checked. The constructors
+take the keys of a config's data entry (`FileSource(**entry)`,
+`TfdsSource(**entry)`), check the values and read nothing; `get_config()`
+gives the entry back. Reading happens on `read(tasks)`, once per tasks.
+
+Text policy:
+
+* Invalid UTF-8 is decoded with `errors="replace"` (files and tfds bytes):
+  each bad byte becomes U+FFFD and the rows affected are logged as a warning.
+* Empty (or whitespace-only) texts follow `empty_text`: `"keep"` (default)
+  keeps them and logs how many there are; `"error"` raises
+  `DataValidationError` naming the first one.
+
+Label cells: an empty cell (None in JSONL, -1 from a tfds class label) is a
+missing label. Every other cell is parsed by the task's kind
+(`TaskKind.parse`, see `mtl_keras.kinds`): class labels (multiclass, binary,
+multilabel items, tags) are integer indices or `task.label_names`; a per-task
+`label_map` translates raw values first (for example AG News 1..4 to 0..3).
+Multilabel cells are comma-separated ("3,27", "joy,love") or a JSON list;
+regression cells are finite numbers. Problems raise `DataValidationError`
+naming the task, the file or tfds name, the line or example, the column and
+the value. File line numbers count from 1 and include the header line.
+"""
+
+import csv
+import json
+import logging
+import numbers
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from mtl_keras.data.examples import (
+    DataValidationError,
+    Examples,
+    _check_empty_policy,
+    _check_source_tasks,
+    _did_you_mean,
+    _object_array,
+    _show,
+    _show_column,
+)
+from mtl_keras.tasks import validate_tasks
+
+logger = logging.getLogger(__package__)  # "mtl_keras.data", for every module
+
+_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+_QUOTING = {"csv": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
+
+# The 28 boolean label features of tfds `goemotions`, in label-id order.
+GOEMOTIONS_LABELS = (
+    "admiration amusement anger annoyance approval caring confusion curiosity "
+    "desire disappointment disapproval disgust embarrassment excitement fear "
+    "gratitude grief joy love nervousness optimism pride realization relief "
+    "remorse sadness surprise neutral"
+).split()
+
+
+def _is_missing(value):
+    """An empty cell (or None) is a missing label, whatever the task's kind."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _task_columns(name, tasks):
+    """`{task: column}` from a mapping or a list of names (column = name)."""
+    if tasks is None:
+        tasks = {}
+    if isinstance(tasks, (list, tuple)):
+        if not all(isinstance(t, str) for t in tasks):
+            raise ValueError(f"Source {name}: `tasks` lists names, got {tasks!r}.")
+        tasks = {t: t for t in tasks}
+    if not isinstance(tasks, Mapping):
+        raise ValueError(
+            f"Source {name}: `tasks` must map task names to columns or list "
+            f"task names that are also column names, got {tasks!r}."
+        )
+    return {
+        t: tuple(c) if isinstance(c, (list, tuple)) else c for t, c in tasks.items()
+    }
+
+
+class _Source:
+    """Shared reading logic: records in, validated `Examples` out."""
+
+    def __init__(self, name, tasks, label_map, max_rows):
+        tasks = _task_columns(name, tasks)
+        if not tasks:
+            raise ValueError(f"Source {name}: `tasks` maps no task to a column.")
+        self.name = name
+        self.tasks = tasks
+        self.label_map = dict(label_map or {})
+        if max_rows is not None and (
+            isinstance(max_rows, bool)
+            or not isinstance(max_rows, numbers.Integral)
+            or max_rows < 1
+        ):
+            raise ValueError(
+                f"Source {name}: max_rows must be an integer >= 1, got {max_rows!r}."
+            )
+        self.max_rows = None if max_rows is None else int(max_rows)
+        self._cache = {}
+        unknown = set(self.label_map) - set(self.tasks)
+        if unknown:
+            raise ValueError(f"Source {name}: label_map for unmapped tasks {unknown}.")
+
+    def read(self, tasks, empty_text="keep"):
+        """Reads and validates all rows; returns `Examples` for `tasks`."""
+        tasks = validate_tasks(tasks)
+        _check_empty_policy(empty_text)
+        _check_source_tasks(self, tasks)
+        key = (tasks, empty_text)
+        if key not in self._cache:
+            self._cache[key] = self._collect(tasks, empty_text)
+        return self._cache[key]
+
+    def _config(self, required, specific, default_name):
+        """`required`, then the arguments whose value is not their default."""
+        tasks = {
+            t: list(c) if isinstance(c, tuple) else c for t, c in self.tasks.items()
+        }
+        optional = [
+            ("text", self.text_column, "text"),
+            ("tasks", tasks, None),
+            ("text_pair", self.pair_column, None),
+            *specific,  # (key, value, default)
+            ("label_map", {t: dict(m) for t, m in self.label_map.items()}, {}),
+            ("max_rows", self.max_rows, None),
+            ("name", self.name, default_name),
+        ]
+        config = dict(required)
+        config.update((k, v) for k, v, default in optional if v != default)
+        return config
+
+    def _collect(self, tasks, empty_text):
+        texts, pairs = [], []
+        labels = {t.name: [] for t in tasks}
+        masks = {t.name: [] for t in tasks}
+        kinds = {t.name: t.task_kind for t in tasks}
+        empty, replaced, first_empty = 0, 0, None
+        for where, text, pair, raw in self._records():
+            for column, value in ((self.text_column, text), (self.pair_column, pair)):
+                if value is not None and not value.strip():
+                    if empty_text == "error":
+                        raise DataValidationError(
+                            f"Empty text in column {column!r} of {self.location}, "
+                            f"{where} (empty_text='error'; use 'keep' to keep it)."
+                        )
+                    empty += 1
+                    first_empty = first_empty or where
+            replaced += "\ufffd" in text or (pair is not None and "\ufffd" in pair)
+            texts.append(text)
+            pairs.append(pair)
+            num_words = len(text.split())
+            for task in tasks:
+                kind, value = kinds[task.name], raw.get(task.name)
+                label_map = self.label_map.get(task.name)
+                try:
+                    label = None
+                    if not _is_missing(value):
+                        label = kind.parse(task, value, label_map, num_words)
+                except ValueError as error:
+                    end = "" if str(error).endswith("?") else "."
+                    raise DataValidationError(
+                        f"Task {task.name!r} ({task.kind}): {error}{end} Found "
+                        f"{_show(value)} in column {_show_column(self.tasks[task.name])} "
+                        f"of {self.location}, {where}."
+                    ) from None
+                masks[task.name].append(0.0 if label is None else 1.0)
+                labels[task.name].append(
+                    kind.placeholder(task, num_words) if label is None else label
+                )
+        if empty:
+            logger.warning(
+                "%s: %d empty text(s) kept (first at %s).",
+                self.location,
+                empty,
+                first_empty,
+            )
+        if replaced:
+            logger.warning(
+                "%s: %d row(s) with invalid UTF-8 replaced by U+FFFD.",
+                self.location,
+                replaced,
+            )
+        return Examples(
+            source=self.name,
+            tasks=tasks,
+            text=_object_array(texts),
+            text_pair=None if self.pair_column is None else _object_array(pairs),
+            labels={
+                t.name: kinds[t.name].label_array(t, labels[t.name]) for t in tasks
+            },
+            masks={n: np.asarray(m, "float32") for n, m in masks.items()},
+        )
+
+
+class FileSource(_Source):
+    """Rows of a local CSV, TSV or JSONL file, with a column per task.
+
+    The arguments are the keys of a config's file entry: `FileSource(**entry)`.
+    They are checked here (a ValueError says what is wrong); the file itself
+    is opened only by `read`.
+
+    Args:
+        file: the file (a path; `path` holds it as a `Path`).
+        text: column of the text (a header name, or an int index).
+        tasks: `{task_name: column}` for the tasks this file carries, or a
+            list of task names that are also column names.
+        text_pair: column of the second text for sentence pairs.
+        format: "csv", "tsv" or "jsonl"; default from the suffix.
+        quoting: "csv" (quoted fields, as pandas writes them) or "none"
+            (GLUE-style: quotes are plain characters, `csv.QUOTE_NONE`).
+        header: whether the first line names the columns (CSV/TSV).
+        column_names: names for the columns of a file without header.
+        label_map: `{task_name: {raw value: label}}`, applied before parsing.
+        max_rows: read at most this many data rows.
+        name: short name for logs and mixture counts; default: the path.
+
+    Example:
+    >>> from mtl_keras.data import bundled_sample
+    >>> tasks, _, dev = bundled_sample()
+    >>> source = FileSource(dev.path, "text", ["topic"], max_rows=10)
+    >>> len(source.read(tasks[:1]))
+    10
+    >>> sorted(source.get_config())
+    ['file', 'max_rows', 'tasks']
+    """
+
+    def __init__(
+        self,
+        file,
+        text="text",
+        tasks=None,
+        text_pair=None,
+        format=None,
+        quoting="csv",
+        header=True,
+        column_names=None,
+        label_map=None,
+        max_rows=None,
+        name=None,
+    ):
+        self.path = Path(file)
+        super().__init__(name or str(file), tasks, label_map, max_rows)
+        self.format = format or _FORMATS.get(self.path.suffix.lower())
+        if self.format is None:
+            raise ValueError(
+                f"{file}: cannot tell the format from the suffix; pass "
+                "format='csv', 'tsv' or 'jsonl'."
+            )
+        if self.format not in ("csv", "tsv", "jsonl"):
+            raise ValueError(
+                f"{file}: format must be 'csv', 'tsv' or 'jsonl', got {format!r}."
+            )
+        if quoting not in _QUOTING:
+            raise ValueError(f"quoting must be 'csv' or 'none', got {quoting!r}.")
+        if not isinstance(header, bool):
+            raise ValueError(f"{file}: header must be True or False, got {header!r}.")
+        if column_names is not None:
+            if not isinstance(column_names, (list, tuple)) or not all(
+                isinstance(c, str) for c in column_names
+            ):
+                raise ValueError(
+                    f"{file}: column_names must be a list of strings, got "
+                    f"{column_names!r}."
+                )
+            column_names = list(column_names)
+        self.quoting = quoting
+        self.header = header
+        self.column_names = column_names
+        self.text_column = text
+        self.pair_column = text_pair
+        self.location = str(self.path)
+
+    def get_config(self):
+        """The constructor arguments (the required and the non-default ones).
+
+        Example:
+        >>> source = FileSource("dev.tsv", "sentence", {"sst2": "label"},
+        ...                     quoting="none")
+        >>> source.get_config()
+        {'file': 'dev.tsv', 'text': 'sentence', 'tasks': {'sst2': 'label'}, 'quoting': 'none'}
+        """
+        return self._config(
+            {"file": str(self.path)},
+            [
+                ("format", self.format, _FORMATS.get(self.path.suffix.lower())),
+                ("quoting", self.quoting, "csv"),
+                ("header", self.header, True),
+                ("column_names", self.column_names, None),
+            ],
+            str(self.path),
+        )
+
+    def _records(self):
+        if not self.path.is_file():
+            raise DataValidationError(f"Data file {self.path} does not exist.")
+        with open(self.path, encoding="utf-8-sig", errors="replace", newline="") as f:
+            rows = self._jsonl_rows(f) if self.format == "jsonl" else self._csv_rows(f)
+            for count, (where, get) in enumerate(rows):
+                if self.max_rows is not None and count >= self.max_rows:
+                    return
+                text = get(self.text_column)
+                pair = None if self.pair_column is None else get(self.pair_column)
+                for column, value in (
+                    (self.text_column, text),
+                    (self.pair_column, pair),
+                ):
+                    if column is not None and not isinstance(value, str):
+                        raise DataValidationError(
+                            f"Text column {column!r} of {self.path}, {where} holds "
+                            f"{value!r}, not a string."
+                        )
+                raw = {t: get(c, optional=True) for t, c in self.tasks.items()}
+                yield where, text, pair, raw
+
+    def _jsonl_rows(self, f):
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"line {number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataValidationError(
+                    f"{self.path}, {where}: bad JSON ({error})."
+                ) from None
+
+            def get(column, optional=False, row=row, where=where):
+                if optional and column not in row:
+                    return None  # an absent label key is a missing label
+                if column not in row:
+                    raise DataValidationError(
+                        f"{self.path}, {where}: no key {column!r}"
+                        + _did_you_mean(column, row)
+                    )
+                return row[column]
+
+            yield where, get
+
+    def _csv_rows(self, f):
+        delimiter = "\t" if self.format == "tsv" else ","
+        reader = csv.reader(f, delimiter=delimiter, quoting=_QUOTING[self.quoting])
+        names = self.column_names
+        if self.header:
+            header = next(reader, [])
+            names = names or header
+        columns = [self.text_column, self.pair_column, *self.tasks.values()]
+        index = {c: self._column_index(c, names) for c in columns if c is not None}
+        needed = max(index.values()) + 1
+        for record in reader:
+            where = f"line {reader.line_num}"
+            if not record:
+                continue
+            if len(record) < needed:
+                raise DataValidationError(
+                    f"{self.path}, {where}: {len(record)} field(s), expected at "
+                    f"least {needed} (check the delimiter and quoting={self.quoting!r})."
+                )
+            yield where, lambda column, optional=False, r=record: r[index[column]]
+
+    def _column_index(self, column, names):
+        if isinstance(column, int):
+            return column
+        if not names or column not in names:
+            hint = ""
+            if names and len(names) == 1:
+                hint = f"; the header was not split: check format={self.format!r}"
+            raise DataValidationError(
+                f"Column {column!r} is not in {self.path} (columns: {names})"
+                + (hint or _did_you_mean(column, names or []))
+            )
+        return list(names).index(column)
+
+
+class TfdsSource(_Source):
+    """Examples of a TensorFlow Datasets split, loaded with `tfds.load`.
+
+    The arguments are the keys of a config's tfds entry: `TfdsSource(**entry)`.
+    Nothing is loaded before `read`.
+
+    Args:
+        tfds: tfds name, e.g. "glue/sst2", "glue/rte", "ag_news_subset",
+            "goemotions".
+        split: tfds split, e.g. "train", "validation", "test[:100]".
+        text: feature holding the text.
+        tasks: `{task_name: feature}` (or a list of task names that are also
+            feature names); a list of boolean features (e.g.
+            `GOEMOTIONS_LABELS`) makes a multi-hot label. A negative integer
+            value is a missing label (tfds writes -1 for the unlabelled GLUE
+            test splits).
+        text_pair: feature holding the second text of a pair.
+        data_dir: tfds data directory.
+        label_map: `{task_name: {raw value: label}}`, applied before parsing.
+        max_rows: read at most this many examples.
+        name: short name for logs and mixture counts; default "<tfds>:<split>".
+
+    Example:
+    >>> import tensorflow_datasets as tfds
+    >>> from mtl_keras.tasks import Task
+    >>> with tfds.testing.mock_data(num_examples=4,
+    ...                             policy=tfds.testing.MockPolicy.USE_CODE):
+    ...     source = TfdsSource("glue/sst2", "train", "sentence",
+    ...                         {"sentiment": "label"})
+    ...     examples = source.read([Task("sentiment", "binary")])
+    >>> len(examples)
+    4
+    """
+
+    def __init__(
+        self,
+        tfds,
+        split,
+        text="text",
+        tasks=None,
+        text_pair=None,
+        data_dir=None,
+        label_map=None,
+        max_rows=None,
+        name=None,
+    ):
+        super().__init__(name or f"{tfds}:{split}", tasks, label_map, max_rows)
+        self.dataset = tfds
+        self.split = split
+        self.data_dir = data_dir
+        self.text_column = text
+        self.pair_column = text_pair
+        self.location = f"tfds {tfds!r} split {split!r}"
+
+    def get_config(self):
+        """The constructor arguments (the required and the non-default ones).
+
+        Example:
+        >>> TfdsSource("glue/sst2", "train", "sentence", ["label"]).get_config()
+        {'tfds': 'glue/sst2', 'split': 'train', 'text': 'sentence', 'tasks': {'label': 'label'}}
+        """
+        return self._config(
+            {"tfds": self.dataset, "split": self.split},
+            [("data_dir", self.data_dir, None)],
+            f"{self.dataset}:{self.split}",
+        )
+
+    def _records(self):
+        import tensorflow_datasets as tfds
+
+        ds = tfds.load(
+            self.dataset, split=self.split, data_dir=self.data_dir, shuffle_files=False
+        )
+        if self.max_rows is not None:
+            ds = ds.take(self.max_rows)
+        for number, example in enumerate(tfds.as_numpy(ds)):
+            where = f"example {number}"
+            get = self._getter(example, where)
+            text = _decode(get(self.text_column))
+            pair = None if self.pair_column is None else _decode(get(self.pair_column))
+            raw = {}
+            for task, key in self.tasks.items():
+                if isinstance(key, str):
+                    value = get(key)
+                    if isinstance(value, numbers.Integral) and value < 0:
+                        value = None  # tfds marks unlabelled examples with -1
+                    raw[task] = _decode(value) if isinstance(value, bytes) else value
+                else:
+                    raw[task] = np.array([bool(get(k)) for k in key])
+            yield where, text, pair, raw
+
+    def _getter(self, example, where):
+        def get(key):
+            if key not in example:
+                raise DataValidationError(
+                    f"{self.location}, {where}: no feature {key!r} (features: "
+                    f"{sorted(example)})" + _did_you_mean(key, example)
+                )
+            return example[key]
+
+        return get
+
+
+def _decode(value):
+    return (
+        value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+    )

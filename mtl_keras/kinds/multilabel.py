@@ -1,0 +1,89 @@
+"""The `multilabel` kind: any subset of C classes: C logits, sigmoid cross-entropy per class."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mtl_keras.kinds.base import (
+    THRESHOLD,
+    ClassKind,
+    as_list,
+    parse_class,
+    top_probabilities,
+)
+from mtl_keras.metrics import LogitF1Score
+
+
+class Multilabel(ClassKind):
+    """Any subset of C classes: C logits, sigmoid cross-entropy per class.
+
+    Example:
+    >>> from mtl_keras import Task
+    >>> task = Task("tags", "multilabel", 3, label_names=("x", "y", "z"))
+    >>> task.task_kind.parse(task, "x,z", None, 0).tolist()
+    [1.0, 0.0, 1.0]
+    """
+
+    name = "multilabel"
+    headline_metric = "macro_f1"
+
+    def loss(self):
+        return keras.losses.BinaryCrossentropy(from_logits=True, reduction=None)
+
+    def metrics(self, task):
+        prefix = task.name + "_"
+        return {
+            "macro_f1": LogitF1Score(task.num_classes, sparse=False, name=prefix + "macro_f1"),
+            "accuracy": keras.metrics.BinaryAccuracy(threshold=0.0, name=prefix + "accuracy"),
+            "auc": keras.metrics.AUC(
+                from_logits=True,
+                multi_label=True,
+                num_labels=task.num_classes,
+                name=prefix + "auc",
+            ),
+        }
+
+    def loss_inputs(self, labels, logits):
+        return tf.cast(labels, "float32"), logits
+
+    def parse(self, task, value, label_map, num_words):
+        if isinstance(value, np.ndarray) and value.dtype == bool:
+            if value.shape != (task.num_classes,):
+                raise ValueError(f"{value.size} flags for {task.num_classes} classes")
+            return value.astype("float32")
+        items = value.split(",") if isinstance(value, str) else as_list(value)
+        hot = np.zeros(task.num_classes, "float32")
+        for item in items:
+            if item is None or (isinstance(item, str) and not item.strip()):
+                raise ValueError("an empty item in a multilabel cell")
+            hot[parse_class(task.classes, item, label_map)] = 1.0
+        return hot
+
+    def placeholder(self, task, num_words):
+        return np.zeros(task.num_classes, "float32")
+
+    def label_array(self, task, values):
+        return np.asarray(values, "float32").reshape(len(values), task.num_classes)
+
+    def serving_outputs(self, task, logits, padding_mask):
+        p = tf.sigmoid(logits)
+        names = tf.constant(task.classes, tf.string)
+        chosen = tf.ragged.boolean_mask(tf.broadcast_to(names, tf.shape(p)), p > THRESHOLD)
+        label = tf.strings.reduce_join(chosen, axis=1, separator=",")
+        return {f"{task.name}_probabilities": p, f"{task.name}_label": label}
+
+    def format(self, task, outputs, row, top_k=None):
+        p = outputs[f"{task.name}_probabilities"][row]
+        label = outputs[f"{task.name}_label"][row].decode()
+        return {
+            "label": label.split(",") if label else [],
+            "probabilities": top_probabilities(task.classes, p, top_k),
+        }
+
+    def plot(self, task, labels, outputs):
+        from mtl_keras import plots
+
+        predicted, truth = np.asarray(outputs) > 0, np.asarray(labels) > 0.5
+        outcomes = [(~truth & ~predicted), (~truth & predicted), (truth & ~predicted), (truth & predicted)]
+        counts = np.stack([o.sum(0) for o in outcomes], axis=1)  # TN, FP, FN, TP
+        return plots.plot_multilabelconfusion_counts(counts, task.classes, task.name), "confusion"
