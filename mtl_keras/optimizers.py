@@ -4,11 +4,13 @@ import logging
 
 import keras
 
+from mtl_keras import _compat
+
 logger = logging.getLogger(__name__)
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
-class EncoderAdamW(keras.optimizers.AdamW):
+class EncoderAdamW(_compat.PerVariableRateHooks, keras.optimizers.AdamW):
     """AdamW with a separate learning rate for the shared encoder.
 
     Encoder variables are updated with `learning_rate *
@@ -34,9 +36,28 @@ class EncoderAdamW(keras.optimizers.AdamW):
         **kwargs: for `keras.optimizers.AdamW`.
 
     Example:
-    >>> model.compile(learning_rate=1e-3, encoder_learning_rate=5e-5)  # doctest: +SKIP
-    >>> type(model.optimizer).__name__  # doctest: +SKIP
-    'EncoderAdamW'
+    >>> import numpy as np
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+    >>> texts = ["a good film", "a bad film"]
+    >>> preprocessor = TextPreprocessor.from_texts(texts, vocabulary_size=20,
+    ...                                            sequence_length=8)
+    >>> encoder = SharedEncoder.for_preprocessor(preprocessor, hidden_dim=8,
+    ...                                          num_layers=1, num_heads=2)
+    >>> model = MultiTaskModel([Task("positive", "binary")], encoder, preprocessor)
+    >>> model.compile(learning_rate=1e-3, encoder_learning_rate=1e-4)
+    >>> type(model.optimizer).__name__, model.optimizer.encoder_learning_rate_multiplier
+    ('EncoderAdamW', 0.1)
+
+    With a schedule (it shapes both rates), pass the optimizer; `compile`
+    declares the encoder's variables:
+
+    >>> schedule = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=100)
+    >>> optimizer = EncoderAdamW(schedule, encoder_learning_rate_multiplier=0.1)
+    >>> model.compile(optimizer=optimizer)
+    >>> history = model.fit(preprocessor(texts), {"positive": np.array([1., 0.])},
+    ...                     verbose=0)
+    >>> int(optimizer.encoder_start_step)  # the step the encoder started training
+    0
     """
 
     def __init__(
@@ -50,15 +71,30 @@ class EncoderAdamW(keras.optimizers.AdamW):
             )
         self.encoder_learning_rate_multiplier = float(encoder_learning_rate_multiplier)
         self._encoder_keys = frozenset()
-        self._lr_factor = 1.0  # set while tracing the encoder's weight decay
 
     def set_encoder_variables(self, variables):
-        """Declares which variables get the encoder's rate; call before `build`."""
+        """Declares which variables get the encoder's rate; call before `build`.
+
+        `MultiTaskModel.compile` calls it with `model.encoder.weights`; call
+        it yourself to use an `EncoderAdamW` outside `MultiTaskModel`.
+
+        Example:
+        >>> import numpy as np
+        >>> encoder, head = keras.layers.Dense(2), keras.layers.Dense(1)
+        >>> model = keras.Sequential([keras.Input((3,)), encoder, head])
+        >>> optimizer = EncoderAdamW(1e-2, encoder_learning_rate_multiplier=0.0)
+        >>> optimizer.set_encoder_variables(encoder.weights)
+        >>> model.compile(optimizer=optimizer, loss="mse")
+        >>> before = encoder.get_weights()
+        >>> history = model.fit(np.ones((4, 3)), np.ones((4, 1)), verbose=0)
+        >>> all((a == b).all() for a, b in zip(before, encoder.get_weights()))
+        True
+        """
         if self.built:
             raise RuntimeError(
                 "set_encoder_variables() must be called before the optimizer is built."
             )
-        self._encoder_keys = frozenset(self._var_key(v) for v in variables)
+        self._encoder_keys = frozenset(self.variable_key(v) for v in variables)
 
     def build(self, var_list):
         if self.built:
@@ -79,14 +115,16 @@ class EncoderAdamW(keras.optimizers.AdamW):
         )
 
     def _is_encoder(self, variable):
-        return self._var_key(variable) in self._encoder_keys
+        return self.variable_key(variable) in self._encoder_keys
 
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        if any(self._is_encoder(v) for v in trainable_variables):
+    def variable_rate_factor(self, variable):
+        return self.encoder_learning_rate_multiplier if self._is_encoder(variable) else 1.0
+
+    def before_update(self, variables):
+        if any(self._is_encoder(v) for v in variables):
             start = keras.ops.cast(self.encoder_start_step, "int64")
             now = keras.ops.cast(self.iterations, "int64")
             self.encoder_start_step.assign(keras.ops.where(start < 0, now, start))
-        super()._backend_update_step(grads, trainable_variables, learning_rate)
 
     def update_step(self, gradient, variable, learning_rate):
         if self._is_encoder(variable):
@@ -108,23 +146,6 @@ class EncoderAdamW(keras.optimizers.AdamW):
                 / correction(t)
             )
         super().update_step(gradient, variable, learning_rate)
-
-    def _apply_weight_decay(self, variables):
-        encoder = [v for v in variables if self._is_encoder(v)]
-        others = [v for v in variables if not self._is_encoder(v)]
-        super()._apply_weight_decay(others)
-        if encoder:
-            self._lr_factor = self.encoder_learning_rate_multiplier
-            try:
-                super()._apply_weight_decay(encoder)
-            finally:
-                self._lr_factor = 1.0
-
-    def _get_current_learning_rate(self):
-        learning_rate = super()._get_current_learning_rate()
-        if self._lr_factor != 1.0:
-            return learning_rate * self._lr_factor
-        return learning_rate
 
     def get_config(self):
         config = super().get_config()

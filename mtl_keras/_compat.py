@@ -1,0 +1,130 @@
+"""Every use of a private Keras or keras-hub API, in one place.
+
+Public APIs do not cover a few things this package needs; each use below
+says why. `PRIVATE_API` lists what is relied on, and `tests/test_compat.py`
+checks every entry (that it exists, with the parameters used), so a Keras
+upgrade that changes one fails a test instead of silently changing
+behaviour. No other module touches a private Keras attribute.
+"""
+
+import inspect
+
+import keras
+import keras_hub
+import tensorflow as tf
+
+# (owner, attribute, parameters used): checked by tests/test_compat.py.
+PRIVATE_API = (
+    (keras.Model, "_maybe_symbolic_build", ("iterator", "data_batch")),
+    (keras.optimizers.Optimizer, "_var_key", ("variable",)),
+    (
+        keras.optimizers.Optimizer,
+        "_backend_update_step",
+        ("grads", "trainable_variables", "learning_rate"),
+    ),
+    (keras.optimizers.Optimizer, "_apply_weight_decay", ("variables",)),
+    (keras.optimizers.Optimizer, "_get_current_learning_rate", ()),
+    (keras.metrics.F1Score, "_build", ("y_true_shape", "y_pred_shape")),
+)
+# Instance attributes relied on (set in `__init__`, so not on the class).
+PRIVATE_INSTANCE_ATTRIBUTES = (
+    (keras.layers.Layer, ("_convert_input_args", "_allow_non_tensor_positional_args")),
+    (keras.export.ExportArchive, ("_tf_trackable",)),
+    (keras.Model, ("_initial_epoch",)),
+)
+
+# keras-hub preprocessing layers run a Python (non-TensorFlow) code path on
+# eager calls; this keyword (read by their base class) keeps them on the
+# TensorFlow ops, the same in tf.data, eagerly and in a SavedModel.
+TENSORFLOW_ONLY = {"_allow_python_workflow": False}
+TENSORFLOW_ONLY_LAYERS = (
+    keras_hub.tokenizers.WordPieceTokenizer,
+    keras_hub.layers.StartEndPacker,
+    keras_hub.layers.MultiSegmentPacker,
+)
+
+
+def parameters(function):
+    return tuple(inspect.signature(function).parameters)
+
+
+def accept_strings(layer):
+    """Lets a Keras layer take Python strings and lists as inputs.
+
+    Keras converts positional inputs to backend tensors (not strings) and
+    refuses non-tensor positional arguments otherwise.
+    """
+    layer._convert_input_args = False
+    layer._allow_non_tensor_positional_args = True
+
+
+def build_f1_variables(metric, num_classes):
+    """Creates an `F1Score`'s variables now, not lazily inside a replica's step."""
+    metric._build((None, num_classes), (None, num_classes))
+
+
+def initial_epoch(model, initial_epoch=0):
+    """The epoch `fit` would start at: the one a `BackupAndRestore` restored.
+
+    `BackupAndRestore.on_train_begin` records it in `model._initial_epoch`;
+    `fit` reads it there, so the explicit loop does the same.
+    """
+    return model._initial_epoch or initial_epoch
+
+
+def attach_asset(archive, name, path):
+    """Adds a file to an `ExportArchive`'s `assets/` (no public API for it)."""
+    setattr(archive._tf_trackable, name, tf.saved_model.Asset(path))
+
+
+class PrebuiltFunctionalModel(keras.Model):
+    """A functional model that skips Keras' symbolic build before training.
+
+    Under a tf.distribute strategy, Keras builds a model by averaging a
+    sample batch across replicas, which fails on bool padding masks. A
+    functional model is built at construction; if it compiles no Keras
+    losses or metrics only the optimizer is left to build, which the
+    subclass does in `_build_optimizer`.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self.built and self.optimizer is not None:
+            self._build_optimizer()
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+class PerVariableRateHooks:
+    """Mixin for a Keras optimizer whose variables have their own rates.
+
+    Keras applies one learning rate to every variable, and its public
+    `update_step` does not see weight decay. The subclass implements
+    `variable_rate_factor(variable)` and `before_update(variables)`; this
+    mixin calls them from the private hooks where the rate is applied.
+    """
+
+    _rate_factor = 1.0  # set while tracing the weight decay of a group
+
+    def variable_key(self, variable):
+        return self._var_key(variable)
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        self.before_update(trainable_variables)
+        super()._backend_update_step(grads, trainable_variables, learning_rate)
+
+    def _apply_weight_decay(self, variables):
+        groups = {}
+        for variable in variables:
+            groups.setdefault(self.variable_rate_factor(variable), []).append(variable)
+        for factor, group in groups.items():
+            self._rate_factor = factor
+            try:
+                super()._apply_weight_decay(group)
+            finally:
+                self._rate_factor = 1.0
+
+    def _get_current_learning_rate(self):
+        learning_rate = super()._get_current_learning_rate()
+        if self._rate_factor != 1.0:
+            return learning_rate * self._rate_factor
+        return learning_rate
