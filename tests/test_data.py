@@ -4,6 +4,7 @@ import collections
 import csv
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+import yaml
 
+import mtl_keras.data
 from mtl_keras.data import (
     GOEMOTIONS_LABELS,
     Annealed,
@@ -25,6 +28,7 @@ from mtl_keras.data import (
     Uniform,
     bundled_sample,
     eval_datasets,
+    get_sampler,
     joint_dataset,
     largest_remainder,
     validate,
@@ -96,7 +100,7 @@ def test_rte_dev_pairs_with_string_labels():
         shared("rte/dev.tsv"),
         "sentence1",
         {"rte": "label"},
-        text_pair_column="sentence2",
+        text_pair="sentence2",
     )
     rows = examples(joint_dataset([task], source, shuffle=False))
     assert len(rows) == 277  # PROVENANCE: 146 entailment (class 0), 131 not
@@ -182,7 +186,7 @@ def test_rte_test_split_is_unlabelled_so_evaluation_refuses_it():
     task = Task("rte", "binary", label_names=("entailment", "not_entailment"))
     path = shared("rte/test.tsv")
     source = FileSource(
-        path, "sentence1", {"rte": "label"}, text_pair_column="sentence2", max_rows=50
+        path, "sentence1", {"rte": "label"}, text_pair="sentence2", max_rows=50
     )
     assert source.read([task]).masks["rte"].sum() == 0
     with pytest.raises(DataValidationError, match="empty") as error:
@@ -210,7 +214,7 @@ def mock_tfds(**kwargs):
 
 
 @pytest.mark.parametrize(
-    "name, text_key, pair_key, task",
+    "name, text, text_pair, task",
     [
         ("glue/sst2", "sentence", None, Task("sentiment", "binary")),
         ("glue/cola", "sentence", None, Task("acceptable", "binary")),
@@ -218,13 +222,14 @@ def mock_tfds(**kwargs):
         ("ag_news_subset", "description", None, Task("topic", "multiclass", 4)),
     ],
 )
-def test_tfds_class_label_datasets(name, text_key, pair_key, task):
+def test_tfds_class_label_datasets(name, text, text_pair, task):
     with mock_tfds():
-        source = TfdsSource(name, "train", text_key, {task.name: "label"}, pair_key)
+        source = TfdsSource(name, "train", text, {task.name: "label"}, text_pair)
+        assert source.name == f"{name}:train"
         ds = joint_dataset([task], source, shuffle=False)
     rows = examples(ds)
     assert len(rows) == 5
-    assert ("text_pair" in rows[0][0]) == (pair_key is not None)
+    assert ("text_pair" in rows[0][0]) == (text_pair is not None)
     assert all(masks[task.name] == 1.0 for _, _, masks in rows)
 
 
@@ -235,6 +240,7 @@ def test_tfds_goemotions_booleans_become_multi_hot():
             "goemotions", "train", "comment_text", {"emotions": GOEMOTIONS_LABELS}
         )
         table = source.read([task])
+    assert source.tasks["emotions"] == tuple(GOEMOTIONS_LABELS)  # a list stays a tuple
     assert table.labels["emotions"].shape == (5, 28)
     assert set(np.unique(table.labels["emotions"])) <= {0.0, 1.0}
 
@@ -428,7 +434,7 @@ def test_mixing_single_texts_with_pairs_fills_empty_pairs(tmp_path):
         write_tsv(tmp_path / "p.tsv", ["t", "u", "y"], [["x", "z", "0"]]),
         "t",
         {"p": "y"},
-        text_pair_column="u",
+        text_pair="u",
     )
     tasks = [Task("s", "binary"), Task("p", "binary")]
     rows = examples(Mixture(tasks, [single, pair]).dataset())
@@ -456,6 +462,8 @@ def test_eval_datasets_give_each_labelled_row_exactly_once():
 def test_bundled_sample_files():
     tasks, train, dev = bundled_sample()
     assert [t.kind for t in tasks] == ["multiclass", "binary", "regression"]
+    assert train.path == REPO / "data" / "sample" / "train.tsv"  # parents[2]
+    assert dev.path == REPO / "data" / "sample" / "dev.tsv"
     assert len(train.read(tasks)) == 2000 and len(dev.read(tasks)) == 400
     size = sum(p.stat().st_size for p in (REPO / "data" / "sample").iterdir())
     assert size < 300_000
@@ -588,3 +596,182 @@ def test_label_map_with_integer_keys_matches_file_cells(tmp_path):
     )
     rows = examples(joint_dataset([topic], source, shuffle=False))
     assert [int(labels["topic"]) for _, labels, _ in rows] == [0, 1]
+
+
+# ---------------------------------------------------------------- constructors
+
+
+def test_file_source_from_a_config_entry_with_task_names():
+    tasks, train, _ = bundled_sample()
+    entry = {
+        "file": str(train.path),
+        "text": "text",
+        "tasks": ["topic", "sentiment", "rating"],  # column = task name
+        "max_rows": 50,
+        "name": "train",
+    }
+    source = FileSource(**entry)
+    assert source.tasks == {t.name: t.name for t in tasks}
+    assert (source.name, source.max_rows, source.path) == ("train", 50, train.path)
+    table, full = source.read(tasks), train.read(tasks)
+    assert len(table) == 50
+    np.testing.assert_array_equal(table.text, full.text[:50])
+    for task in tasks:
+        np.testing.assert_array_equal(
+            table.labels[task.name], full.labels[task.name][:50]
+        )
+        np.testing.assert_array_equal(
+            table.masks[task.name], full.masks[task.name][:50]
+        )
+
+
+def test_tfds_source_from_a_config_entry():
+    entry = {
+        "tfds": "glue/rte",
+        "split": "train",
+        "text": "sentence1",
+        "tasks": {"rte": "label"},
+        "text_pair": "sentence2",
+        "max_rows": 3,
+        "name": "rte",
+    }
+    source = TfdsSource(**entry)  # nothing is loaded yet
+    assert source.get_config() == entry
+    with mock_tfds():
+        table = source.read([Task("rte", "binary")])
+    assert len(table) == 3 and table.source == "rte" and table.text_pair is not None
+    with pytest.raises(ValueError, match="max_rows must be an integer >= 1"):
+        TfdsSource("glue/rte", "train", tasks=["label"], max_rows=0)
+
+
+def test_get_config_round_trip(tmp_path):
+    path = tmp_path / "news.txt"  # no known suffix: `format` is needed
+    path.write_text('1\t"a" b\tfirst pair\n2\tc d\tsecond\n1\te\tthird\n')
+    tasks = [Task("topic", "multiclass", 2, label_names=("World", "Sports"))]
+    source = FileSource(
+        path,
+        "body",
+        ["topic"],
+        text_pair="pair",
+        format="tsv",
+        quoting="none",
+        header=False,
+        column_names=("topic", "body", "pair"),
+        label_map={"topic": {"1": "World", "2": "Sports"}},
+        max_rows=2,
+        name="news",
+    )
+    config = source.get_config()
+    assert config == {
+        "file": str(path),
+        "text": "body",
+        "tasks": {"topic": "topic"},
+        "text_pair": "pair",
+        "format": "tsv",
+        "quoting": "none",
+        "header": False,
+        "column_names": ["topic", "body", "pair"],
+        "label_map": {"topic": {"1": "World", "2": "Sports"}},
+        "max_rows": 2,
+        "name": "news",
+    }
+    assert yaml.safe_load(yaml.safe_dump(config)) == config  # writable to a config
+    again = FileSource(**config)
+    assert again.get_config() == config
+    first, second = source.read(tasks), again.read(tasks)
+    assert first.text.tolist() == second.text.tolist() == ['"a" b', "c d"]
+    assert first.text_pair.tolist() == second.text_pair.tolist()
+    np.testing.assert_array_equal(first.labels["topic"], second.labels["topic"])
+    assert second.labels["topic"].tolist() == [0, 1]
+    # Only the required and the non-default arguments are written.
+    plain = FileSource(tmp_path / "d.tsv", tasks={"multi": ["a", "b"]})
+    assert plain.tasks == {"multi": ("a", "b")}
+    assert plain.get_config() == {
+        "file": str(tmp_path / "d.tsv"),
+        "tasks": {"multi": ["a", "b"]},
+    }
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"quoting": "minimal"}, "quoting must be 'csv' or 'none', got 'minimal'."),
+        ({"max_rows": 0}, "max_rows must be an integer >= 1, got 0."),
+        ({"max_rows": 2.5}, "max_rows must be an integer >= 1, got 2.5."),
+        ({"max_rows": True}, "max_rows must be an integer >= 1, got True."),
+        ({"format": "xlsx"}, "format must be 'csv', 'tsv' or 'jsonl', got 'xlsx'."),
+        ({"file": "data.xlsx"}, "cannot tell the format from the suffix"),
+        ({"header": "yes"}, "header must be True or False, got 'yes'."),
+        ({"column_names": "a,b"}, "column_names must be a list of strings"),
+        ({"column_names": ["a", 1]}, "column_names must be a list of strings"),
+        ({"tasks": {}}, "`tasks` maps no task to a column."),
+        ({"tasks": None}, "`tasks` maps no task to a column."),
+        ({"tasks": "y"}, "`tasks` must map task names to columns"),
+        ({"tasks": ["y", 1]}, "`tasks` lists names"),
+        ({"label_map": {"other": {"1": 0}}}, "label_map for unmapped tasks"),
+    ],
+)
+def test_file_source_constructor_checks_its_arguments(tmp_path, arguments, message):
+    arguments = {"file": tmp_path / "absent.tsv", "tasks": ["y"], **arguments}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        FileSource(**arguments)
+
+
+def test_file_source_constructor_reads_nothing(tmp_path):
+    source = FileSource(tmp_path / "absent.tsv", tasks=["sentiment"])
+    assert source.location == str(tmp_path / "absent.tsv")
+    with pytest.raises(DataValidationError, match="does not exist"):
+        source.read([SENTIMENT])
+
+
+def test_get_sampler_by_name_with_arguments():
+    assert get_sampler("temperature", temperature=4).temperature == 4.0
+    assert isinstance(get_sampler("annealed"), Annealed)
+    sampler = Uniform()
+    assert get_sampler(sampler) is sampler
+    with pytest.raises(ValueError, match="did you mean 'uniform'"):
+        get_sampler("unifrom")
+    with pytest.raises(ValueError, match="need a sampler name"):
+        get_sampler(sampler, temperature=2)
+
+
+# ---------------------------------------------------------------- layout
+
+
+PUBLIC = (
+    "FileSource TfdsSource Mixture Temperature Proportional Uniform Annealed "
+    "Examples joint_dataset eval_datasets validate bundled_sample "
+    "DataValidationError GOEMOTIONS_LABELS SAMPLERS get_sampler "
+    "largest_remainder SAMPLE_TASKS EMPTY_TEXT_POLICIES"
+).split()
+
+
+def test_data_package_reexports_every_public_name():
+    from mtl_keras.data import examples as examples_module
+    from mtl_keras.data import mixing, sample, sources
+
+    for name in PUBLIC:
+        assert name in mtl_keras.data.__all__ and hasattr(mtl_keras.data, name)
+    assert mtl_keras.data.FileSource is sources.FileSource
+    assert mtl_keras.data.Examples is examples_module.Examples
+    assert mtl_keras.data.Mixture is mixing.Mixture
+    assert mtl_keras.data.bundled_sample is sample.bundled_sample
+    assert sources.DataValidationError is DataValidationError
+
+
+def test_data_modules_are_small_and_leave_kinds_to_kinds_py():
+    package = REPO / "mtl_keras" / "data"
+    assert not (REPO / "mtl_keras" / "data.py").exists()
+    modules = sorted(p.name for p in package.glob("*.py"))
+    assert modules == [
+        "__init__.py",
+        "examples.py",
+        "mixing.py",
+        "sample.py",
+        "sources.py",
+    ]
+    switch = re.compile(r"\bkind\s*(==|!=|\bin\b|\bnot in\b)")
+    for name in modules:
+        text = (package / name).read_text(encoding="utf-8")
+        assert len(text.splitlines()) <= 500, name
+        assert not switch.search(text), f"{name} switches on a kind name"

@@ -159,7 +159,13 @@ def _gather(tensors, rows):
     def gather(batch):  # gathering 1024 rows at a time is ~5x faster
         return tf.nest.map_structure(lambda t: tf.gather(t, batch), tensors)
 
-    return rows.batch(1024).map(gather).unbatch()
+    examples = rows.batch(1024).map(gather).unbatch()
+    # `unbatch` forgets the count; keeping it lets `make_batches` (and so
+    # `fit` and `evaluate`) know how many batches an epoch has.
+    count = int(rows.cardinality())
+    if count >= 0:
+        examples = examples.apply(tf.data.experimental.assert_cardinality(count))
+    return examples
 
 
 def _concat(tables, source):
