@@ -40,9 +40,25 @@ def add_task(model, task, freeze=True, weighting=None, name=None):
         The new, uncompiled `MultiTaskModel`.
 
     Example:
-    >>> bigger = add_task(model, Task("emotion", "multiclass", 4))  # doctest: +SKIP
-    >>> bigger.compile()  # doctest: +SKIP
-    >>> bigger.fit(emotion_batches)  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from mtl_keras import SharedEncoder, TextPreprocessor
+    >>> texts = ["a good film", "a bad film", "a good song", "a bad song"]
+    >>> preprocessor = TextPreprocessor.from_texts(texts, vocabulary_size=30,
+    ...                                            sequence_length=8)
+    >>> encoder = SharedEncoder.for_preprocessor(preprocessor, hidden_dim=8,
+    ...                                          num_layers=1, num_heads=2)
+    >>> model = MultiTaskModel([Task("positive", "binary")], encoder, preprocessor)
+    >>> bigger = add_task(model, Task("medium", "binary", label_names=["film", "song"]))
+    >>> bigger.task_names, bigger.get_config()["frozen_tasks"]
+    (['positive', 'medium'], ['positive'])
+    >>> bigger.compile(learning_rate=1e-2)
+    >>> x = preprocessor(texts)
+    >>> history = bigger.fit(x, {"medium": np.array([0., 0., 1., 1.])}, epochs=2,
+    ...                      verbose=0)  # the new task's labels alone
+    >>> bool(np.array_equal(model(x)["positive"], bigger(x)["positive"]))  # bit-identical
+    True
+    >>> bigger.preprocessor is preprocessor  # it still takes strings
+    True
     """
     if not isinstance(model, MultiTaskModel):
         raise TypeError(f"Expected a MultiTaskModel, got {type(model).__name__}.")
@@ -59,6 +75,7 @@ def add_task(model, task, freeze=True, weighting=None, name=None):
     bigger = MultiTaskModel(
         [*model.tasks, task],
         encoder,
+        model.preprocessor,
         weighting=weighting,
         frozen_tasks=model.task_names if freeze else old_frozen,
         name=name or model.name,

@@ -1,7 +1,5 @@
 """The shared encoder: token + position embedding, Transformer blocks, pooling."""
 
-import dataclasses
-
 import keras
 import keras_hub
 
@@ -9,48 +7,83 @@ POOLING_MODES = ("mean", "first")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
-@dataclasses.dataclass(frozen=True)
-class EncoderConfig:
-    """Sizes of the shared encoder, with small CPU-friendly defaults.
+def check_encoder_arguments(
+    hidden_dim, num_layers, num_heads, intermediate_dim=None, dropout=0.1,
+    pooling="mean", dtype="float32", vocabulary_size=1, sequence_length=1,
+):
+    """Validates `SharedEncoder`'s arguments (also before any data is read).
 
     Example:
-    >>> config = EncoderConfig(vocabulary_size=500, hidden_dim=32)
-    >>> config.intermediate_dim
-    128
+    >>> check_encoder_arguments(hidden_dim=30, num_layers=1, num_heads=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: hidden_dim (30) must be divisible by num_heads (4).
     """
-
-    vocabulary_size: int = 5000
-    sequence_length: int = 128  # the longest input the position embedding covers
-    hidden_dim: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    intermediate_dim: int = None  # defaults to 4 * hidden_dim
-    dropout: float = 0.1
-    pooling: str = "mean"  # "mean" over real tokens, or the "first" token
-
-    def __post_init__(self):
-        if self.intermediate_dim is None:
-            object.__setattr__(self, "intermediate_dim", 4 * self.hidden_dim)
-        if self.pooling not in POOLING_MODES:
-            raise ValueError(
-                f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}."
-            )
-        if self.hidden_dim % self.num_heads:
-            raise ValueError(
-                f"hidden_dim ({self.hidden_dim}) must be divisible by "
-                f"num_heads ({self.num_heads})."
-            )
-        for field in ("vocabulary_size", "sequence_length", "hidden_dim", "num_layers"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{field} must be >= 1.")
+    for name, value in (
+        ("vocabulary_size", vocabulary_size),
+        ("sequence_length", sequence_length),
+        ("hidden_dim", hidden_dim),
+        ("num_layers", num_layers),
+        ("num_heads", num_heads),
+        ("intermediate_dim", 1 if intermediate_dim is None else intermediate_dim),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    if hidden_dim % num_heads:
+        raise ValueError(
+            f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads})."
+        )
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
+    if pooling not in POOLING_MODES:
+        raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}.")
+    if dtype not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {dtype!r}.")
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
 class FirstTokenPooling(keras.layers.Layer):
-    """Takes the hidden state of the first token (the start token)."""
+    """Takes the hidden state of the first token (the start token).
+
+    Example:
+    >>> import numpy as np
+    >>> FirstTokenPooling()(np.arange(12.0).reshape(1, 3, 4)).numpy().tolist()
+    [[0.0, 1.0, 2.0, 3.0]]
+    """
 
     def call(self, inputs):
         return inputs[:, 0, :]
+
+
+def make_pooler(pooling):
+    """The float32 pooling layer of a shared encoder: `"mean"` or `"first"`.
+
+    Example:
+    >>> make_pooler("mean").name
+    'masked_mean_pooling'
+    """
+    if pooling == "mean":
+        return keras.layers.GlobalAveragePooling1D(dtype="float32", name="masked_mean_pooling")
+    return FirstTokenPooling(dtype="float32", name="first_token_pooling")
+
+
+def encoder_outputs(pooler, sequence_output, padding_mask):
+    """`{"sequence_output", "pooled_output"}`, what every shared encoder returns.
+
+    The mean pooling averages the real (unpadded) tokens only.
+
+    Example:
+    >>> import numpy as np
+    >>> states = np.array([[[1.0], [3.0], [9.0]]], "float32")
+    >>> mask = np.array([[True, True, False]])
+    >>> encoder_outputs(make_pooler("mean"), states, mask)["pooled_output"].numpy().tolist()
+    [[2.0]]
+    """
+    if isinstance(pooler, keras.layers.GlobalAveragePooling1D):
+        pooled_output = pooler(sequence_output, mask=padding_mask)
+    else:
+        pooled_output = pooler(sequence_output)
+    return {"sequence_output": sequence_output, "pooled_output": pooled_output}
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
@@ -64,8 +97,14 @@ class SharedEncoder(keras.Model):
     vary from batch to batch, up to `sequence_length`.
 
     Args:
-        vocabulary_size, sequence_length, hidden_dim, num_layers, num_heads,
-        intermediate_dim, dropout, pooling: see `EncoderConfig`.
+        vocabulary_size: the token ids embedded (the preprocessor's vocabulary).
+        sequence_length: the longest input the position embedding covers.
+        hidden_dim: the width of every token's state.
+        num_layers: Transformer encoder blocks (pre-layer-norm, GELU).
+        num_heads: attention heads; must divide `hidden_dim`.
+        intermediate_dim: the feed-forward width; default `4 * hidden_dim`.
+        dropout: the dropout rate of embeddings, blocks and heads.
+        pooling: `"mean"` over real tokens, or the `"first"` token.
         dtype: a Keras dtype policy name: `"float32"`, `"mixed_float16"`
             or `"mixed_bfloat16"`.
 
@@ -83,27 +122,20 @@ class SharedEncoder(keras.Model):
         self,
         vocabulary_size,
         sequence_length,
-        hidden_dim,
-        num_layers,
-        num_heads,
+        hidden_dim=64,
+        num_layers=2,
+        num_heads=2,
         intermediate_dim=None,
         dropout=0.1,
         pooling="mean",
         dtype="float32",
         **kwargs,
     ):
-        config = EncoderConfig(
-            vocabulary_size=vocabulary_size,
-            sequence_length=sequence_length,
-            hidden_dim=hidden_dim,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            intermediate_dim=intermediate_dim,
-            dropout=dropout,
-            pooling=pooling,
+        check_encoder_arguments(
+            hidden_dim, num_layers, num_heads, intermediate_dim, dropout,
+            pooling, dtype, vocabulary_size, sequence_length,
         )
-        if dtype not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {dtype!r}.")
+        intermediate_dim = intermediate_dim or 4 * hidden_dim
         # === Layers ===
         self.embedding = keras_hub.layers.TokenAndPositionEmbedding(
             vocabulary_size=vocabulary_size,
@@ -117,7 +149,7 @@ class SharedEncoder(keras.Model):
         )
         self.transformer_layers = [
             keras_hub.layers.TransformerEncoder(
-                intermediate_dim=config.intermediate_dim,
+                intermediate_dim=intermediate_dim,
                 num_heads=num_heads,
                 dropout=dropout,
                 activation="gelu",
@@ -130,12 +162,7 @@ class SharedEncoder(keras.Model):
         self.final_norm = keras.layers.LayerNormalization(
             epsilon=1e-5, dtype=dtype, name="final_layer_norm"
         )
-        if pooling == "mean":
-            self.pooler = keras.layers.GlobalAveragePooling1D(
-                dtype="float32", name="masked_mean_pooling"
-            )
-        else:
-            self.pooler = FirstTokenPooling(dtype="float32", name="first_token_pooling")
+        self.pooler = make_pooler(pooling)
 
         # === Functional graph ===
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
@@ -144,26 +171,42 @@ class SharedEncoder(keras.Model):
         for layer in self.transformer_layers:
             x = layer(x, padding_mask=padding_mask)
         sequence_output = self.final_norm(x)
-        if pooling == "mean":
-            pooled_output = self.pooler(sequence_output, mask=padding_mask)
-        else:
-            pooled_output = self.pooler(sequence_output)
         super().__init__(
             inputs={"token_ids": token_ids, "padding_mask": padding_mask},
-            outputs={
-                "sequence_output": sequence_output,
-                "pooled_output": pooled_output,
-            },
+            outputs=encoder_outputs(self.pooler, sequence_output, padding_mask),
             **kwargs,
         )
 
         # === Config ===
-        self.config = config
+        self.vocabulary_size = vocabulary_size
+        self.sequence_length = sequence_length
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.dropout = dropout
+        self.pooling = pooling
         self.precision = dtype
+
+    @classmethod
+    def for_preprocessor(cls, preprocessor, **kwargs):
+        """An encoder sized for `preprocessor`'s vocabulary and sequence length."""
+        return cls(
+            vocabulary_size=preprocessor.vocabulary_size,
+            sequence_length=preprocessor.sequence_length,
+            **kwargs,
+        )
 
     def get_config(self):
         return {
-            **dataclasses.asdict(self.config),
+            "vocabulary_size": self.vocabulary_size,
+            "sequence_length": self.sequence_length,
+            "hidden_dim": self.hidden_dim,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "dropout": self.dropout,
+            "pooling": self.pooling,
             "dtype": self.precision,
             "name": self.name,
             "trainable": self.trainable,
@@ -172,7 +215,3 @@ class SharedEncoder(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-    @classmethod
-    def from_encoder_config(cls, config, precision="float32", **kwargs):
-        return cls(**dataclasses.asdict(config), dtype=precision, **kwargs)

@@ -1,13 +1,11 @@
 """Shipping: a SavedModel with the tokenizer inside, and loading for serving.
 
-Two artifacts, one set of outputs:
-
-- `export_saved_model(model, preprocessor, path)` writes a TensorFlow
-  SavedModel that takes raw strings. It loads with plain TensorFlow
-  (`import tensorflow_text` first, to register the tokenizer ops; see
-  `export_saved_model`) and serves with TF Serving.
-- `save_model_bundle(model, preprocessor, path)` writes one `.keras` file
-  holding both (a `ModelBundle`), for Keras users and further training.
+- `export_saved_model(model, path)` writes a TensorFlow SavedModel of a
+  `MultiTaskModel` with a preprocessor. It takes raw strings, loads with
+  plain TensorFlow (`import tensorflow_text` first, to register the
+  tokenizer ops) and serves with TF Serving.
+- `model.save("model.keras")` is the other artifact: self-contained, since
+  the model owns its preprocessor (the vocabulary is an asset of the file).
 
 `load_for_serving(path)` opens either as a `Predictor`, and
 `predict_texts(path, texts)` returns one JSON-serializable dict per text.
@@ -23,97 +21,37 @@ import zipfile
 import keras
 import tensorflow as tf
 
+from mtl_keras import __version__, _compat
+from mtl_keras.kinds import THRESHOLD, format_rows
 from mtl_keras.model import MultiTaskModel
-from mtl_keras.preprocess import TextPreprocessor
+from mtl_keras.preprocess import to_bytes
+from mtl_keras.tasks import Task
 
 METADATA_FILE = "mtl_keras.json"
 FORMAT = "mtl_keras.saved_model"
-FORMAT_VERSION = 1
-THRESHOLD = 0.5  # binary and multilabel: a class is predicted when p > 0.5
+FORMAT_VERSION = 2
 SIGNATURES = ("serving_default", "serve_token_ids", "metadata")
-
-
-# --- Outputs ------------------------------------------------------------------
-
-
-def output_names(task):
-    """The signature outputs of one task, e.g. `["topic_probabilities", "topic_label"]`."""
-    if task.kind == "regression":
-        return [f"{task.name}_value"]
-    return [f"{task.name}_probabilities", f"{task.name}_label"]
-
-
-def _task_outputs(tasks, logits, padding_mask):
-    """Maps `{task: logits}` to the signature outputs (see `export_saved_model`)."""
-    outputs = {"num_tokens": tf.reduce_sum(tf.cast(padding_mask, tf.int32), axis=1)}
-    for task in tasks:
-        z = tf.cast(logits[task.name], tf.float32)
-        if task.kind == "regression":
-            outputs[f"{task.name}_value"] = tf.reshape(z, [-1])
-            continue
-        names = tf.constant(task.classes, tf.string)
-        if task.kind == "binary":
-            p = tf.sigmoid(tf.reshape(z, [-1]))
-            label = tf.gather(names, tf.cast(p > THRESHOLD, tf.int32))
-        elif task.kind == "multilabel":
-            p = tf.sigmoid(z)
-            chosen = tf.ragged.boolean_mask(
-                tf.broadcast_to(names, tf.shape(p)), p > THRESHOLD
-            )
-            label = tf.strings.reduce_join(chosen, axis=1, separator=",")
-        else:  # multiclass [B, C], tagging [B, L, C]
-            p = tf.nn.softmax(z, axis=-1)
-            label = tf.gather(names, tf.argmax(p, axis=-1, output_type=tf.int32))
-            if task.kind == "tagging":
-                label = tf.where(padding_mask, label, "")
-        outputs[f"{task.name}_probabilities"] = p
-        outputs[f"{task.name}_label"] = label
-    return outputs
-
-
-def _serving_functions(model, preprocessor):
-    """The strings-in and ids-in serving functions (plain Python; trace them)."""
-    tasks = model.tasks
-
-    def from_token_ids(token_ids, padding_mask):
-        token_ids = tf.cast(token_ids, tf.int32)
-        padding_mask = tf.cast(padding_mask, tf.bool)
-        inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
-        return _task_outputs(tasks, model(inputs, training=False), padding_mask)
-
-    def from_text(text, text_pair=None):
-        segments = (text,) if text_pair is None else (text, text_pair)
-        x = preprocessor(*segments)
-        # Cut the padding shared by the whole batch: the encoder takes any
-        # length up to `sequence_length`, and short requests get cheaper.
-        lengths = tf.reduce_sum(tf.cast(x["padding_mask"], tf.int32), axis=1)
-        length = tf.reduce_max(tf.concat([lengths, [1]], axis=0))
-        return from_token_ids(x["token_ids"][:, :length], x["padding_mask"][:, :length])
-
-    return from_text, from_token_ids
-
-
-def _text_signature(pair):
-    spec = [tf.TensorSpec([None], tf.string, name="text")]
-    if pair:
-        spec.append(tf.TensorSpec([None], tf.string, name="text_pair"))
-    return spec
-
-
 IDS_SIGNATURE = [
     tf.TensorSpec([None, None], tf.int32, name="token_ids"),
     tf.TensorSpec([None, None], tf.bool, name="padding_mask"),
 ]
 
 
-def build_metadata(model, preprocessor):
-    """What an export serves: inputs, tasks, kinds, label names and outputs."""
-    import mtl_keras
+def build_metadata(model):
+    """What an export serves: inputs, tasks (with their configs) and outputs.
 
+    Example:
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+    >>> preprocessor = TextPreprocessor(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "fun"], 8)
+    >>> tasks = [Task("liked", "binary")]
+    >>> build_metadata(MultiTaskModel(tasks, SharedEncoder(5, 8), preprocessor))["tasks"][0]["outputs"]
+    ['liked_probabilities', 'liked_label']
+    """
+    preprocessor = model.preprocessor
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "mtl_keras_version": mtl_keras.__version__,
+        "mtl_keras_version": __version__,
         "inputs": ["text", "text_pair"] if preprocessor.pair else ["text"],
         "pair": bool(preprocessor.pair),
         "sequence_length": int(preprocessor.sequence_length),
@@ -121,71 +59,29 @@ def build_metadata(model, preprocessor):
         "threshold": THRESHOLD,
         "tasks": [
             {
-                "name": task.name,
-                "kind": task.kind,
+                **task.get_config(),
                 "classes": list(task.classes),
-                "outputs": output_names(task),
+                "outputs": task.task_kind.output_names(task),
             }
             for task in model.tasks
         ],
     }
 
 
-def _check_compatible(model, preprocessor):
-    if not isinstance(model, MultiTaskModel):
-        raise TypeError(f"Expected a MultiTaskModel, got {type(model).__name__}.")
-    if not isinstance(preprocessor, TextPreprocessor):
-        raise TypeError(
-            f"Expected a TextPreprocessor, got {type(preprocessor).__name__}."
-        )
-    encoder = model.encoder.get_config()
-    max_length = encoder.get("sequence_length")
-    if max_length is not None and preprocessor.sequence_length > max_length:
-        raise ValueError(
-            f"The preprocessor packs {preprocessor.sequence_length} tokens but "
-            f"the encoder's position embedding covers only {max_length}."
-        )
-    vocabulary_size = encoder.get("vocabulary_size")
-    has_vocabulary = preprocessor.tokenizer.vocabulary is not None  # not while loading
-    if (
-        vocabulary_size is not None
-        and has_vocabulary
-        and preprocessor.vocabulary_size > vocabulary_size
-    ):
-        raise ValueError(
-            f"The preprocessor's vocabulary has {preprocessor.vocabulary_size} "
-            f"tokens but the encoder embeds only {vocabulary_size}."
-        )
-
-
-# --- SavedModel ---------------------------------------------------------------
-
-
-def export_saved_model(model, preprocessor, path):
+def export_saved_model(model, path):
     """Writes a SavedModel that takes raw strings, tokenizer included.
 
     Signatures:
     - `serving_default(text: string [B])` — and `text_pair: string [B]`
       for a pair preprocessor — tokenizes in the graph, cuts the batch to
-      its longest text (`L` <= `sequence_length`; longer texts are truncated)
-      and returns the outputs below.
+      its longest text (`L` <= `sequence_length`; longer texts are
+      truncated) and returns `model.serve_text`'s outputs: per task those
+      of its kind (`TaskKind.serving_outputs`: `<task>_probabilities` and
+      `<task>_label`, or `<task>_value` for regression), and `num_tokens`.
     - `serve_token_ids(token_ids: int32 [B, L], padding_mask: bool [B, L])`:
       the same outputs from already packed ids (`L` <= `sequence_length`).
     - `metadata()`: `{"metadata": string []}`, the JSON of `build_metadata`
       (also stored as `assets/mtl_keras.json`).
-
-    Outputs, per task (float32 probabilities, string labels):
-    - multiclass: `<task>_probabilities` [B, C] (softmax), `<task>_label`
-      [B] (the arg-max class name);
-    - binary: `<task>_probabilities` [B] = sigmoid = P(`classes[1]`),
-      `<task>_label` [B] = `classes[1]` if p > 0.5 else `classes[0]`;
-    - multilabel: `<task>_probabilities` [B, C] (sigmoid), `<task>_label` [B]
-      the names with p > 0.5, joined by `","` in class order (`""` if none);
-    - regression: `<task>_value` [B] (the raw output);
-    - tagging: `<task>_probabilities` [B, L, C] (softmax), `<task>_label`
-      [B, L] per word piece, `[CLS]` and `[SEP]` positions included, `""`
-      on padding;
-    - and `num_tokens` int32 [B]: the real tokens of each row.
 
     Loading needs the tensorflow-text ops registered: `import tensorflow_text`
     before `tf.saved_model.load(path)`. The stock `saved_model_cli run`
@@ -196,27 +92,41 @@ def export_saved_model(model, preprocessor, path):
     works as is.
 
     Args:
-        model: a `MultiTaskModel`.
-        preprocessor: the `TextPreprocessor` the model was trained with.
+        model: a `MultiTaskModel` with a preprocessor.
         path: the SavedModel directory to write.
 
     Returns:
         The metadata dict.
+
+    Example:
+    >>> import tempfile
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+    >>> preprocessor = TextPreprocessor.from_texts(["good film", "bad film"],
+    ...                                            vocabulary_size=20, sequence_length=8)
+    >>> encoder = SharedEncoder.for_preprocessor(preprocessor, hidden_dim=8,
+    ...                                          num_layers=1, num_heads=2)
+    >>> model = MultiTaskModel([Task("positive", "binary")], encoder, preprocessor)
+    >>> path = tempfile.mkdtemp() + "/export"
+    >>> export_saved_model(model, path)["tasks"][0]["outputs"]
+    ['positive_probabilities', 'positive_label']
+    >>> load_for_serving(path).predict(["good film"])[0]["positive"]["label"] in ("0", "1")
+    True
     """
-    _check_compatible(model, preprocessor)
+    if not isinstance(model, MultiTaskModel):
+        raise TypeError(f"Expected a MultiTaskModel, got {type(model).__name__}.")
+    preprocessor = model._require_preprocessor()
     preprocessor.build(None)
-    metadata = build_metadata(model, preprocessor)
+    metadata = build_metadata(model)
     metadata_json = json.dumps(metadata, indent=2, sort_keys=True)
-    from_text, from_token_ids = _serving_functions(model, preprocessor)
 
     archive = keras.export.ExportArchive()
     archive.track(preprocessor)  # its lookup tables
     archive.track(model)
     archive.add_endpoint(
-        "serving_default", from_text, input_signature=_text_signature(preprocessor.pair)
+        "serving_default", model.serve_text, input_signature=model.text_signature()
     )
     archive.add_endpoint(
-        "serve_token_ids", from_token_ids, input_signature=IDS_SIGNATURE
+        "serve_token_ids", model.serving_outputs, input_signature=IDS_SIGNATURE
     )
     archive.add_endpoint(
         "metadata",
@@ -228,79 +138,47 @@ def export_saved_model(model, preprocessor, path):
         with open(metadata_path, "w", encoding="utf-8") as f:
             f.write(metadata_json)
         # Copied to `<path>/assets/mtl_keras.json` by `write_out`.
-        archive._tf_trackable.metadata_file = tf.saved_model.Asset(metadata_path)
+        _compat.attach_asset(archive, "metadata_file", metadata_path)
         archive.write_out(os.fspath(path), verbose=False)
     return metadata
 
 
 def read_metadata(path):
-    """The metadata of an exported SavedModel, read from its assets (no TF needed)."""
+    """The metadata of an exported SavedModel, read from its assets (no TF needed).
+
+    Example:
+    >>> import tempfile
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+    >>> preprocessor = TextPreprocessor(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "fun"], 8, pair=True)
+    >>> model = MultiTaskModel([Task("entails", "binary")], SharedEncoder(5, 8), preprocessor)
+    >>> directory = tempfile.mkdtemp()  # export_saved_model fills it
+    >>> _ = export_saved_model(model, directory)
+    >>> read_metadata(directory)["inputs"]
+    ['text', 'text_pair']
+    """
     with open(os.path.join(path, "assets", METADATA_FILE), encoding="utf-8") as f:
         return json.load(f)
 
 
 def load_saved_model(path):
-    """`tf.saved_model.load` with the tensorflow-text ops registered."""
+    """`tf.saved_model.load` with the tensorflow-text ops registered.
+
+    Example:
+    >>> import tempfile
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+    >>> preprocessor = TextPreprocessor.from_texts(["five stars", "one star"], 12, 6)
+    >>> encoder = SharedEncoder.for_preprocessor(preprocessor, hidden_dim=4, num_layers=1)
+    >>> saved = tempfile.mkdtemp()
+    >>> metadata = export_saved_model(MultiTaskModel([Task("stars", "regression")], encoder, preprocessor), saved)
+    >>> sorted(load_saved_model(saved).signatures)
+    ['metadata', 'serve_token_ids', 'serving_default']
+    """
     import tensorflow_text  # noqa: F401  (registers the tokenizer ops)
 
     return tf.saved_model.load(os.fspath(path))
 
 
 # --- .keras files -------------------------------------------------------------
-
-
-@keras.saving.register_keras_serializable(package="mtl_keras")
-class ModelBundle(keras.Model):
-    """A `TextPreprocessor` and a `MultiTaskModel` saved as one `.keras` file.
-
-    `bundle(text)` (or `bundle(text, text_pair)`) returns the model's logits
-    for raw strings. The vocabulary travels as an asset of the tokenizer.
-
-    Args:
-        preprocessor: a `TextPreprocessor`.
-        model: a `MultiTaskModel`.
-
-    Example:
-    >>> bundle = ModelBundle(preprocessor, model)  # doctest: +SKIP
-    >>> bundle.save("model.keras")  # doctest: +SKIP
-    """
-
-    def __init__(self, preprocessor, model, **kwargs):
-        super().__init__(**kwargs)
-        _check_compatible(model, preprocessor)
-        # === Layers ===
-        self.preprocessor = preprocessor
-        self.multitask_model = model
-        self.preprocessor.build(None)
-        self.built = True
-
-    def call(self, text, text_pair=None):
-        segments = (text,) if text_pair is None else (text, text_pair)
-        return self.multitask_model(self.preprocessor(*segments), training=False)
-
-    def get_config(self):
-        return {
-            "preprocessor": keras.layers.serialize(self.preprocessor),
-            "model": keras.layers.serialize(self.multitask_model),
-            "name": self.name,
-            "trainable": self.trainable,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["preprocessor"] = keras.layers.deserialize(config["preprocessor"])
-        config["model"] = keras.layers.deserialize(config["model"])
-        return cls(**config)
-
-
-def save_model_bundle(model, preprocessor, path):
-    """Saves `ModelBundle(preprocessor, model)` as one `.keras` file."""
-    if not os.fspath(path).endswith(".keras"):
-        raise ValueError(f"The bundle path must end in '.keras', got {path!r}.")
-    bundle = ModelBundle(preprocessor, model)
-    bundle.save(path)
-    return bundle
 
 
 def _code_in_config(config):
@@ -338,6 +216,16 @@ def load_keras_model(path, compile=True):
 
     Raises:
         ValueError: the file is not a `.keras` archive, or it contains code.
+
+    Example:
+    >>> import tempfile
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+    >>> topic = Task("topic", "multiclass", 3, label_names=("art", "law", "war"))
+    >>> preprocessor = TextPreprocessor(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "court"], 8)
+    >>> file = tempfile.mkdtemp() + "/topic.keras"
+    >>> MultiTaskModel([topic], SharedEncoder(5, 8, hidden_dim=4), preprocessor).save(file)
+    >>> load_keras_model(file).tasks[0].classes
+    ('art', 'law', 'war')
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -366,29 +254,27 @@ def load_keras_model(path, compile=True):
 # --- Serving ------------------------------------------------------------------
 
 
-def _as_bytes(text):
-    if isinstance(text, bytes):
-        return text
-    if not isinstance(text, str):
-        raise TypeError(f"Texts must be str or bytes, got {type(text).__name__}.")
-    try:  # str decoded with surrogateescape gets its original bytes back
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # lone surrogates become invalid UTF-8
-        return text.encode("utf-8", "surrogatepass")
-
-
 class Predictor:
-    """Serves raw strings from an exported SavedModel or a `.keras` bundle.
+    """Serves raw strings from an exported SavedModel or a `.keras` file.
 
-    Both run the same serving function (`export_saved_model` documents its
-    outputs); `predict` turns them into one JSON-serializable dict per text:
-    `{task: {"label": name, "probabilities": {name: p}}}`, with for
-    multilabel tasks `"label"` a list of the names with p > 0.5, for
-    regression `{"value": x}`, and for tagging `"label"` and
-    `"probabilities"` lists with one entry per word piece (`[CLS]` and
-    `[SEP]` included). A `Predictor` is safe to call from several threads.
+    Both run the same serving function (`MultiTaskModel.serve_text`);
+    `predict` turns its outputs into one JSON-serializable dict per text,
+    formatted by each task's kind (see `MultiTaskModel.predict_labels`). A
+    `Predictor` is safe to call from several threads.
 
     Use `load_for_serving(path)` to make one.
+
+    Example:
+    >>> import tempfile
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+    >>> preprocessor = TextPreprocessor.from_texts(["good film", "bad film"], 20, sequence_length=8)
+    >>> encoder = SharedEncoder.for_preprocessor(preprocessor, hidden_dim=8, num_layers=1)
+    >>> model = MultiTaskModel([Task("liked", "binary")], encoder, preprocessor)
+    >>> path = tempfile.mkdtemp() + "/model.keras"
+    >>> model.save(path)
+    >>> predictor = load_for_serving(path)
+    >>> sorted(predictor.predict(["good film"])[0]["liked"]["probabilities"])
+    ['0', '1']
     """
 
     def __init__(self, serve, metadata, source, keep_alive=None):
@@ -396,6 +282,12 @@ class Predictor:
         self._keep_alive = keep_alive  # the loaded object owning the variables
         self.metadata = metadata
         self.source = source
+        self.tasks = [
+            Task.from_config(
+                {k: v for k, v in t.items() if k not in ("classes", "outputs")}
+            )
+            for t in metadata["tasks"]
+        ]
 
     @classmethod
     def from_saved_model(cls, path):
@@ -406,46 +298,42 @@ class Predictor:
                 "(it has no 'metadata' signature)."
             )
         metadata = json.loads(loaded.signatures["metadata"]()["metadata"].numpy())
+        if metadata.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path} is an mtl_keras export of format version "
+                f"{metadata.get('format_version')}; this mtl_keras reads version "
+                f"{FORMAT_VERSION}: export the model again."
+            )
         return cls(loaded.signatures["serving_default"], metadata, path, loaded)
 
     @classmethod
     def from_keras_file(cls, path):
-        bundle = load_keras_model(path, compile=False)
-        if not isinstance(bundle, ModelBundle):
+        model = load_keras_model(path, compile=False)
+        if not isinstance(model, MultiTaskModel) or model.preprocessor is None:
             raise ValueError(
-                f"{path} holds a {type(bundle).__name__} without its "
-                "preprocessor; save it with "
-                "mtl_keras.export.save_model_bundle(model, preprocessor, path)."
+                f"{path} holds a {type(model).__name__} without a preprocessor; "
+                "build it as MultiTaskModel(tasks, encoder, preprocessor)."
             )
-        preprocessor = bundle.preprocessor
-        from_text, _ = _serving_functions(bundle.multitask_model, preprocessor)
-        signature = _text_signature(preprocessor.pair)
-        serve = tf.function(from_text, input_signature=signature, autograph=False)
-        metadata = build_metadata(bundle.multitask_model, preprocessor)
-        return cls(serve, metadata, path, bundle)
+        return cls(model.serve_text_function(), build_metadata(model), path, model)
 
     @property
     def pair(self):
         return self.metadata["pair"]
 
-    @property
-    def tasks(self):
-        return self.metadata["tasks"]
-
     def predict_arrays(self, texts, text_pairs=None):
         """Runs one batch; returns the signature outputs as numpy arrays."""
-        inputs = {"text": tf.constant([_as_bytes(t) for t in texts], tf.string)}
+        inputs = {"text": tf.constant([to_bytes(t) for t in texts], tf.string)}
         if self.pair:
             if text_pairs is None or len(text_pairs) != len(texts):
                 raise ValueError("This model takes sentence pairs: pass text_pairs.")
             inputs["text_pair"] = tf.constant(
-                [_as_bytes(t) for t in text_pairs], tf.string
+                [to_bytes(t) for t in text_pairs], tf.string
             )
         elif text_pairs is not None:
             raise ValueError("This model takes single texts, not text_pairs.")
         return {k: v.numpy() for k, v in self._serve(**inputs).items()}
 
-    def predict(self, texts, text_pairs=None, batch_size=64):
+    def predict(self, texts, text_pairs=None, batch_size=64, top_k=None):
         if isinstance(texts, (str, bytes)):
             raise TypeError("predict takes a list of texts, not one string.")
         texts = list(texts)
@@ -455,53 +343,21 @@ class Predictor:
             stop = start + batch_size
             pairs = None if text_pairs is None else text_pairs[start:stop]
             outputs = self.predict_arrays(texts[start:stop], pairs)
-            results.extend(self._to_dicts(outputs))
+            results.extend(format_rows(self.tasks, outputs, top_k=top_k))
         return results
 
     __call__ = predict
 
-    def _to_dicts(self, outputs):
-        rows = []
-        for i, num_tokens in enumerate(outputs["num_tokens"]):
-            row = {}
-            for task in self.tasks:
-                name, kind, classes = task["name"], task["kind"], task["classes"]
-                if kind == "regression":
-                    row[name] = {"value": float(outputs[f"{name}_value"][i])}
-                    continue
-                p = outputs[f"{name}_probabilities"][i]
-                label = outputs[f"{name}_label"][i]
-                if kind == "binary":
-                    row[name] = {
-                        "label": label.decode(),
-                        "probabilities": {
-                            classes[0]: 1.0 - float(p),
-                            classes[1]: float(p),
-                        },
-                    }
-                elif kind == "multilabel":
-                    row[name] = {
-                        "label": [c for c, q in zip(classes, p) if q > THRESHOLD],
-                        "probabilities": dict(zip(classes, map(float, p))),
-                    }
-                elif kind == "tagging":
-                    row[name] = {
-                        "label": [t.decode() for t in label[:num_tokens]],
-                        "probabilities": [
-                            dict(zip(classes, map(float, q))) for q in p[:num_tokens]
-                        ],
-                    }
-                else:
-                    row[name] = {
-                        "label": label.decode(),
-                        "probabilities": dict(zip(classes, map(float, p))),
-                    }
-            rows.append(row)
-        return rows
-
 
 def load_for_serving(path):
-    """A `Predictor` for an exported SavedModel directory or a `.keras` bundle."""
+    """A `Predictor` for an exported SavedModel directory or a `.keras` file.
+
+    Example:
+    >>> load_for_serving("model.txt")
+    Traceback (most recent call last):
+    ...
+    ValueError: Cannot serve 'model.txt': expected a SavedModel directory written by export_saved_model or a .keras file of a MultiTaskModel.
+    """
     path = os.fspath(path)
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "saved_model.pb")):
@@ -511,17 +367,25 @@ def load_for_serving(path):
         return Predictor.from_keras_file(path)
     raise ValueError(
         f"Cannot serve {path!r}: expected a SavedModel directory written by "
-        "export_saved_model or a .keras file written by save_model_bundle."
+        "export_saved_model or a .keras file of a MultiTaskModel."
     )
 
 
-def predict_texts(path, texts, text_pairs=None, batch_size=64):
-    """Loads `path` (SavedModel dir or `.keras` bundle) and predicts `texts`.
+def predict_texts(path, texts, text_pairs=None, batch_size=64, top_k=None):
+    """Loads `path` (SavedModel dir or `.keras` file) and predicts `texts`.
 
     Returns one JSON-serializable dict per text (see `Predictor`).
 
     Example:
-    >>> predict_texts("export/", ["a fine film"])  # doctest: +SKIP
-    [{'sentiment': {'label': 'positive', 'probabilities': {...}}}]
+    >>> import tempfile
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+    >>> tags = Task("tags", "multilabel", 3, label_names=("cats", "dogs", "fish"))
+    >>> preprocessor = TextPreprocessor(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "pets"], 6)
+    >>> keras_file = tempfile.mkdtemp() + "/tags.keras"
+    >>> MultiTaskModel([tags], SharedEncoder(5, 6, hidden_dim=4), preprocessor).save(keras_file)
+    >>> len(predict_texts(keras_file, ["pets"], top_k=2)[0]["tags"]["probabilities"])
+    2
     """
-    return load_for_serving(path).predict(texts, text_pairs, batch_size=batch_size)
+    return load_for_serving(path).predict(
+        texts, text_pairs, batch_size=batch_size, top_k=top_k
+    )

@@ -1,12 +1,19 @@
 """The multi-task model: a shared encoder, one head per task, one training step."""
 
+import weakref
+
 import keras
 import tensorflow as tf
 
+from mtl_keras import _compat
 from mtl_keras.backbone import SharedEncoder  # noqa: F401 (registers it for loading)
+from mtl_keras.kinds import format_rows
 from mtl_keras.optimizers import EncoderAdamW
+from mtl_keras.preprocess import TextPreprocessor, text_inputs, to_bytes
 from mtl_keras.tasks import validate_tasks
 from mtl_keras.weighting import LossWeighting, StaticWeighting
+
+_SERVE_TEXT = weakref.WeakKeyDictionary()  # model -> traced serve_text
 
 
 def _global_sum(value):
@@ -18,13 +25,15 @@ def _global_sum(value):
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
-class MultiTaskModel(keras.Model):
+class MultiTaskModel(_compat.PrebuiltFunctionalModel):
     """A shared encoder feeding one Dense head per task, with named outputs.
 
     Takes `{"token_ids": int [B, L], "padding_mask": bool [B, L]}` and
-    returns `{task_name: logits}` (float32 under any precision). Sequence
+    returns `{task_name: logits}` (float32 under any precision). Per-token
     tasks (`tagging`) read the encoder's sequence output, the others its
-    pooled output.
+    pooled output. With a `preprocessor` the model also takes raw strings in
+    `predict` (and `predict_labels`), and a `.keras` file of it is
+    self-contained: vocabulary included.
 
     Training (`fit`, or `mtl_keras.loop.train_loop`, which calls the same
     `train_step`) takes batches `(x, y, sample_weight)` with `y` and
@@ -41,6 +50,9 @@ class MultiTaskModel(keras.Model):
         tasks: a list of `Task`s (or their config dicts).
         encoder: a `SharedEncoder` (or any functional model with the same
             inputs and `sequence_output` / `pooled_output` outputs).
+        preprocessor: the `TextPreprocessor` that turns strings into the
+            encoder's inputs; optional, but needed for strings in
+            `predict`, `predict_labels` and `export_saved_model`.
         weighting: a `LossWeighting`; defaults to the tasks' `loss_weight`s.
         frozen_tasks: names of tasks whose heads are not trained
             (`trainable = False`), e.g. the old tasks after
@@ -49,23 +61,34 @@ class MultiTaskModel(keras.Model):
 
     Example:
     >>> import numpy as np
-    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task
-    >>> encoder = SharedEncoder(vocabulary_size=50, sequence_length=8,
-    ...                         hidden_dim=8, num_layers=1, num_heads=2)
-    >>> model = MultiTaskModel(
-    ...     [Task("topic", "multiclass", 3), Task("positive", "binary")], encoder)
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+    >>> texts = ["the match was great", "the vote was close", "a great vote"]
+    >>> preprocessor = TextPreprocessor.from_texts(texts, vocabulary_size=40,
+    ...                                            sequence_length=8)
+    >>> encoder = SharedEncoder.for_preprocessor(preprocessor, hidden_dim=8,
+    ...                                          num_layers=1, num_heads=2)
+    >>> model = MultiTaskModel([Task("topic", "multiclass", 3),
+    ...                         Task("positive", "binary")], encoder, preprocessor)
     >>> model.compile()
-    >>> x = {"token_ids": np.random.randint(1, 50, (4, 8)).astype("int32"),
-    ...      "padding_mask": np.ones((4, 8), bool)}
-    >>> y = {"topic": np.array([0, 1, 2, 0]), "positive": np.array([1., 0., 1., 0.])}
-    >>> mask = {"topic": np.ones(4, "float32"),
-    ...         "positive": np.array([1., 1., 0., 0.], "float32")}
+    >>> x = preprocessor(texts)
+    >>> y = {"topic": np.array([0, 1, 1]), "positive": np.array([1., 0., 1.])}
+    >>> mask = {"topic": np.ones(3, "float32"), "positive": np.array([1., 1., 0.], "float32")}
     >>> history = model.fit(x, y, sample_weight=mask, epochs=1, verbose=0)
-    >>> sorted(model(x))
+    >>> sorted(model.predict(["a close match"], verbose=0))
     ['positive', 'topic']
+    >>> sorted(model.predict_labels(["a close match"])[0]["topic"])
+    ['label', 'probabilities']
     """
 
-    def __init__(self, tasks, encoder, weighting=None, frozen_tasks=None, **kwargs):
+    def __init__(
+        self,
+        tasks,
+        encoder,
+        preprocessor=None,
+        weighting=None,
+        frozen_tasks=None,
+        **kwargs,
+    ):
         tasks = validate_tasks(tasks)
         frozen_tasks = list(frozen_tasks or [])
         unknown = set(frozen_tasks) - {task.name for task in tasks}
@@ -79,6 +102,10 @@ class MultiTaskModel(keras.Model):
             raise TypeError(
                 f"weighting must be a LossWeighting, got {type(weighting).__name__}."
             )
+        if preprocessor is not None and not isinstance(preprocessor, TextPreprocessor):
+            raise TypeError(f"preprocessor must be a TextPreprocessor, got {preprocessor!r}.")
+        if preprocessor is not None:
+            preprocessor.check_encoder(encoder)
         # === Layers ===
         self.encoder = encoder
         self.heads = {
@@ -94,17 +121,13 @@ class MultiTaskModel(keras.Model):
         # === Functional graph ===
         inputs = {
             "token_ids": keras.Input(shape=(None,), dtype="int32", name="token_ids"),
-            "padding_mask": keras.Input(
-                shape=(None,), dtype="bool", name="padding_mask"
-            ),
+            "padding_mask": keras.Input(shape=(None,), dtype="bool", name="padding_mask"),
         }
         features = encoder(inputs)
         pooled = self.head_dropout(features["pooled_output"])
         sequence = features["sequence_output"]
         outputs = {
-            task.name: self.heads[task.name](
-                sequence if task.is_sequence_task else pooled
-            )
+            task.name: self.heads[task.name](sequence if task.per_token else pooled)
             for task in tasks
         }
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
@@ -113,6 +136,7 @@ class MultiTaskModel(keras.Model):
 
         # === Config and state ===
         self.tasks = tasks
+        self.preprocessor = preprocessor
         self.weighting = weighting
         self.losses_by_task = {task.name: task.loss() for task in tasks}
         # Counts every train step, including the ones a LossScaleOptimizer
@@ -255,12 +279,7 @@ class MultiTaskModel(keras.Model):
         for task in self.tasks:
             if task.name not in y:
                 continue
-            labels = y[task.name]
-            logits = y_pred[task.name]
-            if task.kind in ("binary", "regression"):
-                labels = tf.reshape(tf.cast(labels, "float32"), (-1, 1))
-            elif task.kind == "multilabel":
-                labels = tf.cast(labels, "float32")
+            labels, logits = task.task_kind.loss_inputs(y[task.name], y_pred[task.name])
             per_unit = self.losses_by_task[task.name](labels, logits)
             mask = sample_weight.get(task.name)
             if mask is None:
@@ -270,7 +289,7 @@ class MultiTaskModel(keras.Model):
             global_count = _global_sum(tf.reduce_sum(mask))
             task_losses[task.name] = tf.math.divide_no_nan(local_sum, global_count)
             if update_metrics:
-                self._update_task_metrics(task, y[task.name], logits, per_unit, mask)
+                self._update_task_metrics(task, y[task.name], y_pred[task.name], per_unit, mask)
         return task_losses
 
     def _update_task_metrics(self, task, labels, logits, per_unit, mask):
@@ -279,11 +298,7 @@ class MultiTaskModel(keras.Model):
         self._task_loss_trackers[task.name].update_state(
             tf.reshape(per_unit, (-1,)), sample_weight=mask
         )
-        if task.kind == "tagging":
-            labels = tf.reshape(labels, (-1,))
-            logits = tf.reshape(logits, (-1, task.head_units))
-        elif task.kind in ("binary", "regression"):
-            labels = tf.reshape(tf.cast(labels, "float32"), (-1, 1))
+        labels, logits = task.task_kind.metric_inputs(task, labels, logits)
         for metric in self._task_metrics[task.name]:
             metric.update_state(labels, logits, sample_weight=mask)
 
@@ -335,16 +350,6 @@ class MultiTaskModel(keras.Model):
         self._count_step(self.weighting.combine(task_losses))
         return self.get_metrics_result()
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Under a tf.distribute strategy, Keras builds by averaging a sample
-        # batch across replicas, which fails on bool padding masks. This
-        # functional model is built at construction and compiles no Keras
-        # losses or metrics, so only the optimizer is left to build.
-        if self.built and self.optimizer is not None:
-            self._build_optimizer()
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
     def get_metric(self, name):
         """The metric object logged as `name` (e.g. `"topic_accuracy"`)."""
         for metric in self.metrics:
@@ -355,12 +360,110 @@ class MultiTaskModel(keras.Model):
     def get_metrics_result(self):
         return {metric.name: metric.result() for metric in self.metrics}
 
+    # --- Predicting and serving ---------------------------------------------
+
+    def predict(self, x, batch_size=None, **kwargs):
+        """`keras.Model.predict`; also takes raw strings when the model has a
+        preprocessor: a list of texts, or `{"text": [...], "text_pair": [...]}`
+        for sentence pairs. Returns `{task: logits}` (numpy)."""
+        texts = text_inputs(x)
+        if texts is not None:
+            x = self._text_batches(texts, batch_size or 32)
+            batch_size = None
+        return super().predict(x, batch_size=batch_size, **kwargs)
+
+    def predict_labels(self, texts, text_pairs=None, top_k=None, batch_size=64):
+        """Label names and probabilities for raw strings, one dict per text.
+
+        `{task: {"label": name, "probabilities": {name: p}}}`; multilabel
+        labels are lists, regression tasks give `{"value": x}`, tagging
+        tasks one label per word piece. `top_k` keeps only the K most likely
+        classes. The outputs are those of the exported SavedModel
+        (`serve_text`).
+        """
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("predict_labels takes a list of texts, not one string.")
+        inputs = {"text": list(texts)}
+        if text_pairs is not None:
+            inputs["text_pair"] = list(text_pairs)
+        rows = []
+        serve = self.serve_text_function()
+        for batch in self._text_batches(inputs, batch_size, preprocess=False):
+            outputs = {k: v.numpy() for k, v in serve(*batch).items()}
+            rows.extend(format_rows(self.tasks, outputs, top_k=top_k))
+        return rows
+
+    def serving_outputs(self, token_ids, padding_mask):
+        """What the SavedModel serves for packed ids: each kind's outputs."""
+        token_ids = tf.cast(token_ids, tf.int32)
+        padding_mask = tf.cast(padding_mask, tf.bool)
+        logits = self({"token_ids": token_ids, "padding_mask": padding_mask}, training=False)
+        outputs = {"num_tokens": tf.reduce_sum(tf.cast(padding_mask, tf.int32), axis=1)}
+        for task in self.tasks:
+            z = tf.cast(logits[task.name], tf.float32)
+            outputs.update(task.task_kind.serving_outputs(task, z, padding_mask))
+        return outputs
+
+    def serve_text(self, text, text_pair=None):
+        """What the SavedModel serves for strings: tokenized in the graph."""
+        x = self._require_preprocessor()(*_segments(text, text_pair))
+        # Cut the padding shared by the whole batch: the encoder takes any
+        # length up to `sequence_length`, and short requests get cheaper.
+        lengths = tf.reduce_sum(tf.cast(x["padding_mask"], tf.int32), axis=1)
+        length = tf.reduce_max(tf.concat([lengths, [1]], axis=0))
+        return self.serving_outputs(
+            x["token_ids"][:, :length], x["padding_mask"][:, :length]
+        )
+
+    def text_signature(self):
+        """The `tf.TensorSpec`s of `serve_text`'s inputs."""
+        spec = [tf.TensorSpec([None], tf.string, name="text")]
+        if self._require_preprocessor().pair:
+            spec.append(tf.TensorSpec([None], tf.string, name="text_pair"))
+        return spec
+
+    def serve_text_function(self):
+        """`serve_text` traced once per model (kept outside the model, so
+        that a SavedModel export does not pick it up)."""
+        if self not in _SERVE_TEXT:
+            _SERVE_TEXT[self] = tf.function(
+                self.serve_text, input_signature=self.text_signature(), autograph=False
+            )
+        return _SERVE_TEXT[self]
+
+    def _require_preprocessor(self):
+        if self.preprocessor is None:
+            raise ValueError(
+                "This model has no preprocessor, so it takes token ids, not "
+                "strings: build it with MultiTaskModel(tasks, encoder, preprocessor)."
+            )
+        return self.preprocessor
+
+    def _text_batches(self, texts, batch_size, preprocess=True):
+        preprocessor = self._require_preprocessor()
+        columns = [texts["text"]] + ([texts["text_pair"]] if "text_pair" in texts else [])
+        if len(columns) != (2 if preprocessor.pair else 1):
+            wanted = "sentence pairs ({'text': [...], 'text_pair': [...]})"
+            raise ValueError(f"This model takes {wanted if preprocessor.pair else 'single texts'}.")
+        if len(set(map(len, columns))) > 1:
+            raise ValueError("text and text_pair must have the same length.")
+        tensors = tuple(
+            tf.constant([to_bytes(t) for t in column], tf.string) for column in columns
+        )
+        dataset = tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size)
+        if preprocess:
+            dataset = dataset.map(lambda *segments: preprocessor(*segments))
+        return dataset
+
     # --- Serialization -------------------------------------------------------
 
     def get_config(self):
         return {
             "tasks": [task.get_config() for task in self.tasks],
             "encoder": keras.layers.serialize(self.encoder),
+            "preprocessor": None
+            if self.preprocessor is None
+            else keras.layers.serialize(self.preprocessor),
             "weighting": keras.layers.serialize(self.weighting),
             "frozen_tasks": [n for n in self.task_names if not self.heads[n].trainable],
             "name": self.name,
@@ -384,5 +487,12 @@ class MultiTaskModel(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         config["encoder"] = keras.layers.deserialize(config["encoder"])
+        if config.get("preprocessor") is not None:
+            config["preprocessor"] = keras.layers.deserialize(config["preprocessor"])
         config["weighting"] = keras.layers.deserialize(config["weighting"])
         return cls(**config)
+
+
+def _segments(text, text_pair):
+    return (text,) if text_pair is None else (text, text_pair)
+

@@ -1,8 +1,13 @@
 """Tokenization and batching: raw examples → `(x, y, sample_weight)` batches."""
 
+import math
+
 import keras
 import keras_hub
+import numpy as np
 import tensorflow as tf
+
+from mtl_keras import _compat
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 RESERVED_TOKENS = (PAD, UNK, CLS, SEP, MASK)
@@ -10,7 +15,13 @@ TRUNCATION_MODES = ("round_robin", "waterfall")
 
 
 def clean_text(text):
-    """Replaces invalid UTF-8 bytes with U+FFFD (the text policy of this module)."""
+    """Replaces invalid UTF-8 bytes with U+FFFD (the text policy of this module).
+
+    Example:
+    >>> latin1 = bytes([99, 97, 102, 233])  # "café" in Latin-1: invalid UTF-8
+    >>> clean_text(tf.constant(latin1)).numpy().decode() == "caf" + chr(0xFFFD)
+    True
+    """
     return tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
 
 
@@ -94,6 +105,10 @@ class TextPreprocessor(keras.layers.Layer):
     >>> preprocessor = TextPreprocessor(vocab, sequence_length=6)
     >>> preprocessor(["the cat sat", "the dog"])["token_ids"].numpy().tolist()
     [[2, 4, 5, 6, 3, 0], [2, 4, 1, 3, 0, 0]]
+    >>> learned = TextPreprocessor.from_texts(["the cat sat"], vocabulary_size=20,
+    ...                                       sequence_length=8)
+    >>> learned.vocabulary_size <= 20
+    True
     """
 
     def __init__(
@@ -106,16 +121,10 @@ class TextPreprocessor(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if truncate not in TRUNCATION_MODES:
-            raise ValueError(
-                f"truncate must be one of {TRUNCATION_MODES}, got {truncate!r}."
-            )
-        if sequence_length < (3 if pair else 2):
-            raise ValueError(f"sequence_length {sequence_length} is too short.")
+        check_packing(sequence_length, pair, truncate)
         # Strings are not converted to backend tensors, and eager calls run
         # the same TensorFlow ops as tf.data (not keras-hub's Python path).
-        self._convert_input_args = False
-        self._allow_non_tensor_positional_args = True
+        _compat.accept_strings(self)
 
         # === Layers ===
         self.tokenizer = keras_hub.tokenizers.WordPieceTokenizer(
@@ -123,7 +132,7 @@ class TextPreprocessor(keras.layers.Layer):
             lowercase=lowercase,
             oov_token=UNK,
             dtype="int32",
-            _allow_python_workflow=False,
+            **_compat.TENSORFLOW_ONLY,
             name="tokenizer",
         )
         if vocabulary is not None and self.tokenizer.token_to_id(PAD) != 0:
@@ -136,6 +145,54 @@ class TextPreprocessor(keras.layers.Layer):
         self.truncate = truncate
         # All state exists now; built layers can be tracked for export.
         self.build()
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts,
+        vocabulary_size=8000,
+        sequence_length=128,
+        lowercase=True,
+        pair=False,
+        truncate="round_robin",
+        **kwargs,
+    ):
+        """A preprocessor with a vocabulary learned from `texts`.
+
+        Args:
+            texts: training texts, see `learn_vocabulary`.
+            vocabulary_size: the most tokens to learn, reserved ones included.
+            sequence_length, lowercase, pair, truncate: as for the constructor.
+        """
+        check_packing(sequence_length, pair, truncate)
+        vocabulary = learn_vocabulary(texts, vocabulary_size, lowercase=lowercase)
+        return cls(
+            vocabulary,
+            sequence_length=sequence_length,
+            lowercase=lowercase,
+            pair=pair,
+            truncate=truncate,
+            **kwargs,
+        )
+
+    def check_encoder(self, encoder):
+        """Raises if `encoder` cannot embed what this preprocessor packs.
+
+        Reads the encoder's `sequence_length` and `vocabulary_size` (None: no limit).
+        """
+        max_length = getattr(encoder, "sequence_length", None)
+        if max_length is not None and self.sequence_length > max_length:
+            raise ValueError(
+                f"The preprocessor packs {self.sequence_length} tokens but the "
+                f"encoder embeds only {max_length} positions."
+            )
+        vocabulary_size = getattr(encoder, "vocabulary_size", None)
+        loaded = self.tokenizer.vocabulary is not None  # not while loading a file
+        if vocabulary_size is not None and loaded and self.vocabulary_size > vocabulary_size:
+            raise ValueError(
+                f"The preprocessor's vocabulary has {self.vocabulary_size} "
+                f"tokens but the encoder embeds only {vocabulary_size}."
+            )
 
     def build(self, *args, **kwargs):
         self.tokenizer.build(None)
@@ -163,7 +220,7 @@ class TextPreprocessor(keras.layers.Layer):
                 end_value=ids[SEP],
                 pad_value=ids[PAD],
                 truncate=self.truncate,
-                _allow_python_workflow=False,
+                **_compat.TENSORFLOW_ONLY,
             )
             token_ids, _ = packer(segments)
             padding_mask = token_ids != ids[PAD]
@@ -174,7 +231,7 @@ class TextPreprocessor(keras.layers.Layer):
                 end_value=ids[SEP],
                 pad_value=ids[PAD],
                 return_padding_mask=True,
-                _allow_python_workflow=False,
+                **_compat.TENSORFLOW_ONLY,
             )
             token_ids, padding_mask = packer(segments[0])
         return {
@@ -211,6 +268,60 @@ class TextPreprocessor(keras.layers.Layer):
             }
         )
         return config
+
+
+def check_packing(sequence_length, pair=False, truncate="round_robin"):
+    """Validates the packing arguments of `TextPreprocessor` (and its config).
+
+    Example:
+    >>> check_packing(2, pair=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: sequence_length 2 is too short.
+    """
+    if truncate not in TRUNCATION_MODES:
+        raise ValueError(f"truncate must be one of {TRUNCATION_MODES}, got {truncate!r}.")
+    if (
+        isinstance(sequence_length, bool)
+        or not isinstance(sequence_length, int)
+        or sequence_length < (3 if pair else 2)
+    ):
+        raise ValueError(f"sequence_length {sequence_length!r} is too short.")
+
+
+def text_inputs(x):
+    """`{"text": [...]}` (with `"text_pair"`) if `x` holds raw strings, else None.
+
+    Example:
+    >>> text_inputs(["a text"]), text_inputs({"token_ids": [[2, 3]]})
+    ({'text': ['a text']}, None)
+    """
+    if isinstance(x, dict) and "text" in x and "token_ids" not in x:
+        return x
+    if isinstance(x, (list, tuple)) and x and all(isinstance(t, (str, bytes)) for t in x):
+        return {"text": list(x)}
+    if isinstance(x, np.ndarray) and x.dtype.kind in "USO" and x.ndim == 1:
+        return {"text": list(x)}
+    if isinstance(x, tf.Tensor) and x.dtype == tf.string:
+        return {"text": list(x.numpy())}
+    return None
+
+
+def to_bytes(text):
+    """UTF-8 bytes of a text; a `str` read with surrogateescape gets its bytes back.
+
+    Example:
+    >>> list(to_bytes("café"))
+    [99, 97, 102, 195, 169]
+    """
+    if isinstance(text, bytes):
+        return text
+    if not isinstance(text, str):
+        raise TypeError(f"Texts must be str or bytes, got {type(text).__name__}.")
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # lone surrogates become invalid UTF-8
+        return text.encode("utf-8", "surrogatepass")
 
 
 def bucket_lengths(sequence_length, bucket_boundaries=None):
@@ -338,6 +449,12 @@ def make_batches(
         batches = batches.filter(
             lambda x, y, w: tf.shape(x["token_ids"])[0] == batch_size
         )
+    # Every chunk but the last holds whole batches, so a stream of N examples
+    # gives ceil(N / B) batches; saying so lets `fit` show and check the count.
+    examples = int(dataset.cardinality())
+    if examples >= 0:
+        count = examples // batch_size if drop_remainder else math.ceil(examples / batch_size)
+        batches = batches.apply(tf.data.experimental.assert_cardinality(count))
     return batches.prefetch(tf.data.AUTOTUNE)
 
 

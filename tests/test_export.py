@@ -1,3 +1,6 @@
+"""Shipping a MultiTaskModel: the SavedModel export, the self-contained `.keras`
+file, and serving both with a `Predictor`."""
+
 import concurrent.futures
 import json
 import os
@@ -5,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -13,9 +17,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mtl_keras import MultiTaskModel, SharedEncoder, Task  # noqa: E402
+from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor  # noqa: E402
 from mtl_keras import export as mtl_export  # noqa: E402
-from mtl_keras.preprocess import TextPreprocessor, learn_vocabulary  # noqa: E402
 
 LENGTH = 16
 WORDS = "the quick brown fox jumps over a lazy dog while cats sleep".split()
@@ -37,6 +40,9 @@ TEXTS = [
     b"the d\xffog \xe2\x82",
     b"the quick brown fox jumps over a lazy dog while cats sleep " * 4,
 ]
+# Plain Python strings, as a user passes them to `model.predict`.
+STRINGS = ["a text", "another", "the lazy fox sleeps", "", "cats " * 30]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def sentences(count=50, seed=0):
@@ -44,35 +50,41 @@ def sentences(count=50, seed=0):
     return [" ".join(rng.choice(WORDS, size=n)) for n in rng.integers(1, 20, count)]
 
 
-def make_model(vocabulary_size, tasks=TASKS):
+def make_preprocessor(pair=False):
+    return TextPreprocessor.from_texts(
+        sentences(), vocabulary_size=100, sequence_length=LENGTH, pair=pair
+    )
+
+
+def make_model(preprocessor, tasks=TASKS):
+    """A tiny model that owns `preprocessor` (None: a model on token ids only)."""
     encoder = SharedEncoder(
-        vocabulary_size=vocabulary_size,
+        vocabulary_size=100 if preprocessor is None else preprocessor.vocabulary_size,
         sequence_length=LENGTH,
         hidden_dim=8,
         num_layers=1,
         num_heads=2,
         dropout=0.0,
     )
-    return MultiTaskModel(tasks, encoder)
+    return MultiTaskModel(tasks, encoder, preprocessor)
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """One model, exported once as a SavedModel and as a .keras bundle."""
+    """One model, exported once as a SavedModel and saved once as a .keras file."""
     keras.utils.set_random_seed(0)
-    vocab = learn_vocabulary(sentences(), vocabulary_size=100)
-    preprocessor = TextPreprocessor(vocab, sequence_length=LENGTH)
-    model = make_model(len(vocab))
+    preprocessor = make_preprocessor()
+    model = make_model(preprocessor)
     root = tmp_path_factory.mktemp("export")
     saved_model = str(root / "saved_model")
-    metadata = mtl_export.export_saved_model(model, preprocessor, saved_model)
-    bundle = str(root / "model.keras")
-    mtl_export.save_model_bundle(model, preprocessor, bundle)
+    metadata = mtl_export.export_saved_model(model, saved_model)
+    keras_file = str(root / "model.keras")
+    model.save(keras_file)
     return {
         "model": model,
         "preprocessor": preprocessor,
         "saved_model": saved_model,
-        "bundle": bundle,
+        "keras_file": keras_file,
         "metadata": metadata,
         "root": root,
     }
@@ -92,6 +104,36 @@ def _softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
+# An independent reference for each kind's serving outputs, from its logits:
+# `(z, class names, padding mask) -> (probabilities, labels)`.
+def _multiclass(z, names, mask):
+    p = _softmax(z)
+    return p, names[p.argmax(-1)]
+
+
+def _binary(z, names, mask):
+    p = _sigmoid(z[:, 0])
+    return p, names[(p > 0.5).astype(int)]
+
+
+def _multilabel(z, names, mask):
+    p = _sigmoid(z)
+    return p, np.array([",".join(names[row > 0.5]) for row in p], dtype=object)
+
+
+def _tagging(z, names, mask):
+    p = _softmax(z)
+    return p, np.where(mask, names[p.argmax(-1)], "")
+
+
+REFERENCE = {
+    "multiclass": _multiclass,
+    "binary": _binary,
+    "multilabel": _multilabel,
+    "tagging": _tagging,
+}
+
+
 def expected_outputs(model, x):
     """The signature outputs computed from `model.predict` on packed ids."""
     logits = model.predict(x, verbose=0)
@@ -102,17 +144,7 @@ def expected_outputs(model, x):
         if task.kind == "regression":
             out[f"{task.name}_value"] = z[:, 0]
             continue
-        if task.kind == "binary":
-            p = _sigmoid(z[:, 0])
-            label = names[(p > 0.5).astype(int)]
-        elif task.kind == "multilabel":
-            p = _sigmoid(z)
-            label = np.array([",".join(names[row > 0.5]) for row in p], dtype=object)
-        else:
-            p = _softmax(z)
-            label = names[p.argmax(-1)]
-            if task.kind == "tagging":
-                label = np.where(mask, label, "")
+        p, label = REFERENCE[task.kind](z, names, mask)
         out[f"{task.name}_probabilities"] = p
         out[f"{task.name}_label"] = label
     return out
@@ -132,6 +164,33 @@ def assert_outputs_match(actual, expected, atol=1e-5):
             np.testing.assert_allclose(got, want, atol=atol, rtol=0, err_msg=key)
 
 
+def assert_rows_match(actual, expected, atol=1e-5, where="rows"):
+    """Predicted rows (nested dicts / lists) equal: labels exactly, numbers to `atol`."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and list(actual) == list(expected), where
+        for key in expected:
+            assert_rows_match(actual[key], expected[key], atol, f"{where}/{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), where
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_rows_match(a, e, atol, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, abs=atol), where
+    else:
+        assert actual == expected, where
+
+
+def assert_logits_match(actual, expected, atol=1e-5):
+    assert sorted(actual) == sorted(expected)
+    for name in expected:
+        np.testing.assert_allclose(
+            actual[name], expected[name], atol=atol, rtol=0, err_msg=name
+        )
+
+
+# --- The SavedModel -----------------------------------------------------------
+
+
 def test_signatures_and_metadata(exported):
     loaded = mtl_export.load_saved_model(exported["saved_model"])
     assert set(mtl_export.SIGNATURES) <= set(loaded.signatures)
@@ -141,7 +200,7 @@ def test_signatures_and_metadata(exported):
     assert sorted(ids_in.structured_input_signature[1]) == ["padding_mask", "token_ids"]
     expected_names = {"num_tokens"}
     for task in TASKS:
-        expected_names.update(mtl_export.output_names(task))
+        expected_names.update(task.task_kind.output_names(task))
     assert set(serving.structured_outputs) == expected_names
     assert set(ids_in.structured_outputs) == expected_names
     specs = serving.structured_outputs
@@ -153,12 +212,23 @@ def test_signatures_and_metadata(exported):
 
     metadata = json.loads(loaded.signatures["metadata"]()["metadata"].numpy())
     assert metadata == exported["metadata"]
+    assert metadata == mtl_export.build_metadata(exported["model"])
     assert mtl_export.read_metadata(exported["saved_model"]) == metadata
-    assert metadata["inputs"] == ["text"] and metadata["sequence_length"] == LENGTH
+    assert metadata["format_version"] == mtl_export.FORMAT_VERSION == 2
+    assert metadata["inputs"] == ["text"] and not metadata["pair"]
+    assert metadata["sequence_length"] == LENGTH
+    # Each task entry: the Task's config, plus its classes and output names.
+    assert len(metadata["tasks"]) == len(TASKS)
+    for entry, task in zip(metadata["tasks"], TASKS):
+        config = {k: v for k, v in entry.items() if k not in ("classes", "outputs")}
+        assert Task.from_config(config) == task
+        assert entry["classes"] == list(task.classes)
+        assert entry["outputs"] == task.task_kind.output_names(task)
     kinds = {t["name"]: (t["kind"], t["classes"]) for t in metadata["tasks"]}
     assert kinds["topic"] == ("multiclass", ["world", "sport", "tech"])
     assert kinds["positive"] == ("binary", ["no", "yes"])
     assert kinds["score"] == ("regression", [])
+    assert metadata["tasks"][3]["outputs"] == ["score_value"]
 
 
 FRESH_PROCESS = textwrap.dedent(
@@ -194,7 +264,6 @@ def test_loads_in_plain_tensorflow_and_matches_keras(exported, tmp_path):
     np.savez(out_file + ".ids.npz", **x)
     script = tmp_path / "serve.py"
     script.write_text(FRESH_PROCESS)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
         [
             sys.executable,
@@ -205,7 +274,8 @@ def test_loads_in_plain_tensorflow_and_matches_keras(exported, tmp_path):
         ],
         capture_output=True,
         text=True,
-        env=env,
+        env=ENV,
+        cwd=tmp_path,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -229,12 +299,16 @@ SAVED_MODEL_CLI = (
 )
 
 
-@pytest.mark.skipif(
-    shutil.which("saved_model_cli") is None, reason="no saved_model_cli"
-)
+def _saved_model_cli():
+    """The `saved_model_cli` of the running environment (a venv's bin may not be on PATH)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    return beside if os.path.exists(beside) else shutil.which("saved_model_cli")
+
+
+@pytest.mark.skipif(_saved_model_cli() is None, reason="no saved_model_cli")
 def test_saved_model_cli(exported):
     path = exported["saved_model"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cli = _saved_model_cli()
     run_args = [
         "run",
         "--dir",
@@ -248,10 +322,10 @@ def test_saved_model_cli(exported):
     ]
     # `show` only reads the graph's signatures: the stock command works.
     shown = subprocess.run(
-        ["saved_model_cli", "show", "--dir", path, "--all"],
+        [cli, "show", "--dir", path, "--all"],
         capture_output=True,
         text=True,
-        env=env,
+        env=ENV,
         timeout=300,
     )
     assert shown.returncode == 0, shown.stderr[-2000:]
@@ -263,32 +337,147 @@ def test_saved_model_cli(exported):
         [sys.executable, "-c", SAVED_MODEL_CLI, *run_args],
         capture_output=True,
         text=True,
-        env=env,
+        env=ENV,
         timeout=300,
     )
     assert ran.returncode == 0, ran.stderr[-2000:]
     for name in ("topic_label", "positive_probabilities", "score_value", "pos_label"):
         assert f"Result for output key {name}:" in ran.stdout
     stock = subprocess.run(
-        ["saved_model_cli", *run_args],
+        [cli, *run_args],
         capture_output=True,
         text=True,
-        env=env,
+        env=ENV,
         timeout=300,
     )
     if stock.returncode != 0:  # documents why the wrapper above is needed
         assert "Op type not registered" in stock.stderr
 
 
+def test_export_needs_a_model_with_a_preprocessor(tmp_path):
+    path = tmp_path / "export"
+    with pytest.raises(
+        ValueError,
+        match="no preprocessor.*MultiTaskModel\\(tasks, encoder, preprocessor\\)",
+    ):
+        mtl_export.export_saved_model(make_model(None), path)
+    assert not path.exists()  # refused before anything is written
+    sequential = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    with pytest.raises(TypeError, match="MultiTaskModel"):
+        mtl_export.export_saved_model(sequential, path)
+
+
+# --- The self-contained .keras file ----------------------------------------------
+
+
+def test_keras_file_is_self_contained_and_loads_in_safe_mode(exported, tmp_path):
+    model, preprocessor = exported["model"], exported["preprocessor"]
+    # The vocabulary travels inside the file (an asset), not in its config.
+    with zipfile.ZipFile(exported["keras_file"]) as archive:
+        names = archive.namelist()
+        config = json.loads(archive.read("config.json"))
+    assert any(n.startswith("assets/") and n.endswith("vocabulary.txt") for n in names)
+    assert config["class_name"] == "MultiTaskModel"
+    assert config["config"]["preprocessor"]["config"]["vocabulary"] is None
+    # A copy alone in another directory loads with both loaders.
+    alone = tmp_path / "elsewhere" / "copy.keras"
+    alone.parent.mkdir()
+    shutil.copy(exported["keras_file"], alone)
+    ids = preprocessor(tf.constant(TEXTS))
+    expected_from_ids = model.predict(ids, verbose=0)
+    expected_from_strings = model.predict(STRINGS, verbose=0)
+    expected_rows = model.predict_labels(STRINGS)
+    loaders = {
+        "load_keras_model": mtl_export.load_keras_model,
+        "keras safe_mode": lambda p: keras.saving.load_model(p, safe_mode=True),
+    }
+    for how, load in loaders.items():
+        restored = load(str(alone))
+        assert isinstance(restored, MultiTaskModel), how
+        assert restored.task_names == model.task_names, how
+        assert isinstance(restored.preprocessor, TextPreprocessor), how
+        assert (
+            restored.preprocessor.tokenizer.get_vocabulary()
+            == preprocessor.tokenizer.get_vocabulary()
+        ), how
+        assert restored.preprocessor.get_config() == preprocessor.get_config(), how
+        assert_logits_match(restored.predict(ids, verbose=0), expected_from_ids)
+        # Raw strings straight into the restored model: tokenized the same way.
+        assert_logits_match(restored.predict(STRINGS, verbose=0), expected_from_strings)
+        assert_rows_match(restored.predict_labels(STRINGS), expected_rows)
+
+
+FRESH_KERAS_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import keras, mtl_keras  # importing mtl_keras registers its serializables
+
+    path, texts_file, out_file = sys.argv[1:]
+    texts = json.load(open(texts_file))  # a plain Python list of str
+    model = keras.saving.load_model(path)
+    outputs = model.predict(texts, verbose=0)
+    rows = model.predict_labels(texts)
+    np.savez(out_file + ".npz", **outputs)
+    with open(out_file + ".json", "w") as f:
+        json.dump({"class": type(model).__name__, "rows": rows}, f)
+    """
+)
+
+
+def test_keras_file_predicts_strings_in_a_fresh_process(exported, predictor, tmp_path):
+    model = exported["model"]
+    (tmp_path / "texts.json").write_text(json.dumps(STRINGS))
+    script = tmp_path / "predict.py"
+    script.write_text(FRESH_KERAS_PROCESS)
+    out_file = str(tmp_path / "out")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            exported["keras_file"],
+            str(tmp_path / "texts.json"),
+            out_file,
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with np.load(out_file + ".npz") as saved:
+        outputs = dict(saved)
+    with open(out_file + ".json") as f:
+        answer = json.load(f)
+    assert answer["class"] == "MultiTaskModel"
+    # Per-task logits equal to the original model's on the same list.
+    assert_logits_match(outputs, model.predict(STRINGS, verbose=0))
+    assert outputs["topic"].shape == (len(STRINGS), 3)
+    assert outputs["pos"].shape == (len(STRINGS), LENGTH, 3)
+    # Label names and probabilities equal to the SavedModel's.
+    assert_rows_match(answer["rows"], predictor.predict(STRINGS))
+    assert answer["rows"][0]["topic"]["label"] in ("world", "sport", "tech")
+
+
+# --- Serving ----------------------------------------------------------------------
+
+
 def test_predictor_outputs_are_json_and_agree_across_formats(exported, predictor):
     texts = [t.decode("utf-8", "surrogateescape") for t in TEXTS]
     from_saved_model = predictor.predict(texts, batch_size=3)
-    from_keras = mtl_export.predict_texts(exported["bundle"], texts)
+    restored = mtl_export.load_keras_model(exported["keras_file"])
+    others = {
+        "predict_texts(.keras)": mtl_export.predict_texts(
+            exported["keras_file"], texts
+        ),
+        "model.predict_labels": exported["model"].predict_labels(texts, batch_size=2),
+        "restored.predict_labels": restored.predict_labels(texts),
+    }
     json.dumps(from_saved_model)
-    json.dumps(from_keras)
     assert len(from_saved_model) == len(texts)
-    for a, b, num_tokens in zip(
-        from_saved_model, from_keras, predictor.predict_arrays(texts)["num_tokens"]
+    for a, num_tokens in zip(
+        from_saved_model, predictor.predict_arrays(texts)["num_tokens"]
     ):
         assert sorted(a) == sorted(t.name for t in TASKS)
         assert a["score"].keys() == {"value"}
@@ -302,19 +491,45 @@ def test_predictor_outputs_are_json_and_agree_across_formats(exported, predictor
             n for n, p in a["tags"]["probabilities"].items() if p > 0.5
         ]
         assert len(a["pos"]["label"]) == len(a["pos"]["probabilities"]) == num_tokens
-        for task in a:
-            assert a[task].keys() == b[task].keys()
-            if "label" in a[task]:
-                assert a[task]["label"] == b[task]["label"]
-        np.testing.assert_allclose(
-            list(a["topic"]["probabilities"].values()),
-            list(b["topic"]["probabilities"].values()),
-            atol=1e-5,
-        )
-        assert a["score"]["value"] == pytest.approx(b["score"]["value"], abs=1e-5)
+    for how, rows in others.items():
+        json.dumps(rows)
+        assert_rows_match(rows, from_saved_model, where=how)
     assert predictor.predict([]) == []
+    assert exported["model"].predict_labels([]) == []
     with pytest.raises(TypeError, match="list of texts"):
         predictor.predict("one text")
+    with pytest.raises(TypeError, match="list of texts"):
+        exported["model"].predict_labels("one text")
+
+
+def test_top_k_keeps_the_most_likely_classes(exported, predictor):
+    model = exported["model"]
+    texts = [t.decode("utf-8", "surrogateescape") for t in TEXTS[:4]]
+    full = model.predict_labels(texts)
+    for top_k in (1, 2):
+        rows = model.predict_labels(texts, top_k=top_k)
+        assert_rows_match(predictor.predict(texts, top_k=top_k), rows)
+        for row, whole in zip(rows, full):
+            assert row["score"] == whole["score"]  # no classes to cut
+            for name in ("topic", "positive", "tags"):
+                assert row[name]["label"] == whole[name]["label"]
+                p, kept = whole[name]["probabilities"], row[name]["probabilities"]
+                assert len(kept) == top_k
+                assert list(kept) == sorted(p, key=p.get, reverse=True)[:top_k]
+                assert all(kept[c] == pytest.approx(p[c]) for c in kept)
+            assert row["pos"]["label"] == whole["pos"]["label"]
+            assert len(row["pos"]["probabilities"]) == len(whole["pos"]["label"])
+            for kept, p in zip(
+                row["pos"]["probabilities"], whole["pos"]["probabilities"]
+            ):
+                assert list(kept) == sorted(p, key=p.get, reverse=True)[:top_k]
+    # With top_k=1, the one class left is the predicted one.
+    for row in model.predict_labels(texts, top_k=1):
+        for name in ("topic", "positive"):
+            assert list(row[name]["probabilities"]) == [row[name]["label"]]
+        assert [next(iter(p)) for p in row["pos"]["probabilities"]] == row["pos"][
+            "label"
+        ]
 
 
 def test_edge_inputs_have_defined_outputs(predictor):
@@ -376,19 +591,24 @@ def test_concurrent_requests_match_sequential_full(predictor):
     _hammer(predictor, predictor._keep_alive, requests_per_thread=200)
 
 
-def test_keras_predictor_traces_once(exported):
-    predictor = mtl_export.load_for_serving(exported["bundle"])
+def test_keras_serving_traces_once(exported):
+    predictor = mtl_export.load_for_serving(exported["keras_file"])
     for batch in ([b"a"], [b"the quick brown fox"] * 5, [b""] * 2, TEXTS, []):
         predictor.predict_arrays(batch)
+    assert predictor._serve.experimental_get_tracing_count() == 1
+    # `predict_labels` runs the same function, traced once per model.
+    model = predictor._keep_alive
+    for texts in (["a"], ["the quick brown fox"] * 5, STRINGS):
+        model.predict_labels(texts, batch_size=2)
+    assert model.serve_text_function() is predictor._serve
     assert predictor._serve.experimental_get_tracing_count() == 1
 
 
 def test_pair_export(tmp_path):
-    vocab = learn_vocabulary(sentences(), vocabulary_size=100)
-    preprocessor = TextPreprocessor(vocab, sequence_length=LENGTH, pair=True)
-    model = make_model(len(vocab), tasks=[Task("entails", "binary"), TASKS[0]])
+    preprocessor = make_preprocessor(pair=True)
+    model = make_model(preprocessor, tasks=[Task("entails", "binary"), TASKS[0]])
     path = str(tmp_path / "pair")
-    metadata = mtl_export.export_saved_model(model, preprocessor, path)
+    metadata = mtl_export.export_saved_model(model, path)
     assert metadata["inputs"] == ["text", "text_pair"] and metadata["pair"]
     firsts, seconds = [b"the fox", b"", b"a lazy dog " * 9], [b"a dog", b"cats", b""]
     x = {
@@ -403,10 +623,55 @@ def test_pair_export(tmp_path):
         {k: v.numpy() for k, v in actual.items()}, expected_outputs(model, x)
     )
     predictor = mtl_export.load_for_serving(path)
-    rows = predictor.predict(["the fox"], text_pairs=["a dog"])
+    rows = predictor.predict(firsts, text_pairs=seconds)
     assert set(rows[0]) == {"entails", "topic"}
     with pytest.raises(ValueError, match="text_pairs"):
         predictor.predict(["the fox"])
+    # The model itself takes the pairs, and so does its .keras file.
+    assert_rows_match(model.predict_labels(firsts, text_pairs=seconds), rows)
+    pairs = {"text": firsts, "text_pair": seconds}
+    logits = model.predict(pairs, verbose=0)
+    assert_logits_match(logits, model.predict(x, verbose=0))
+    keras_file = str(tmp_path / "pair.keras")
+    model.save(keras_file)
+    restored = mtl_export.load_keras_model(keras_file)
+    assert restored.preprocessor.pair
+    assert_logits_match(restored.predict(pairs, verbose=0), logits)
+    assert_rows_match(
+        mtl_export.predict_texts(keras_file, firsts, text_pairs=seconds), rows
+    )
+    with pytest.raises(ValueError, match="sentence pairs"):
+        model.predict(["the fox"], verbose=0)
+
+
+def test_model_refuses_a_preprocessor_its_encoder_cannot_embed():
+    preprocessor = make_preprocessor()
+    size = preprocessor.vocabulary_size
+
+    def encoder(vocabulary_size=size, sequence_length=LENGTH):
+        return SharedEncoder(
+            vocabulary_size, sequence_length, hidden_dim=8, num_layers=1, num_heads=2
+        )
+
+    with pytest.raises(
+        ValueError, match=f"vocabulary has {size} tokens.*only {size - 1}"
+    ):
+        MultiTaskModel(TASKS, encoder(vocabulary_size=size - 1), preprocessor)
+    longer = TextPreprocessor(
+        preprocessor.tokenizer.get_vocabulary(), sequence_length=LENGTH + 1
+    )
+    with pytest.raises(
+        ValueError, match=f"packs {LENGTH + 1} tokens.*embeds only {LENGTH} positions"
+    ):
+        MultiTaskModel(TASKS, encoder(), longer)
+    with pytest.raises(TypeError, match="TextPreprocessor"):
+        MultiTaskModel(TASKS, encoder(), preprocessor.tokenizer)
+    # An encoder that embeds more than the preprocessor packs is fine.
+    model = MultiTaskModel(TASKS, encoder(size + 5, 2 * LENGTH), preprocessor)
+    assert model.preprocessor is preprocessor
+
+
+# --- Loading errors ---------------------------------------------------------------
 
 
 def test_lambda_keras_file_is_refused(tmp_path):
@@ -419,24 +684,28 @@ def test_lambda_keras_file_is_refused(tmp_path):
         mtl_export.predict_texts(path, ["a"])
 
 
-def test_loader_errors(exported, tmp_path):
+def test_loader_errors(tmp_path):
     h5 = tmp_path / "model.h5"
     h5.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a .keras file"):
         mtl_export.load_keras_model(str(h5))
     with pytest.raises(FileNotFoundError):
         mtl_export.load_keras_model(str(tmp_path / "missing.keras"))
-    plain = str(tmp_path / "plain.keras")
-    exported["model"].save(plain)
-    assert isinstance(mtl_export.load_keras_model(plain), MultiTaskModel)
-    with pytest.raises(ValueError, match="save_model_bundle"):
-        mtl_export.load_for_serving(plain)
+    with pytest.raises(ValueError, match="Cannot serve"):
+        mtl_export.load_for_serving(str(h5))
+    # A model without a preprocessor loads, but cannot serve strings.
+    ids_only = str(tmp_path / "ids_only.keras")
+    make_model(None).save(ids_only)
+    restored = mtl_export.load_keras_model(ids_only)
+    assert isinstance(restored, MultiTaskModel) and restored.preprocessor is None
+    with pytest.raises(ValueError, match="without a preprocessor"):
+        mtl_export.load_for_serving(ids_only)
+    with pytest.raises(ValueError, match="no preprocessor"):
+        restored.predict(["a text"], verbose=0)
+    # Directories: no SavedModel, or one not written by export_saved_model.
     with pytest.raises(ValueError, match="saved_model.pb"):
         mtl_export.load_for_serving(str(tmp_path))
-    long_preprocessor = TextPreprocessor(
-        exported["preprocessor"].tokenizer.vocabulary, sequence_length=2 * LENGTH
-    )
-    with pytest.raises(ValueError, match="position embedding"):
-        mtl_export.export_saved_model(
-            exported["model"], long_preprocessor, str(tmp_path / "x")
-        )
+    foreign = str(tmp_path / "foreign")
+    tf.saved_model.save(tf.Module(), foreign)
+    with pytest.raises(ValueError, match="not written by"):
+        mtl_export.load_for_serving(foreign)

@@ -63,3 +63,39 @@ def test_train_loop_stops_on_request():
 def test_train_loop_needs_a_compiled_model():
     with pytest.raises(ValueError, match="compile"):
         loop.train_loop(make_model(), _dataset())
+
+
+@pytest.mark.parametrize("runner", ["fit", "loop"])
+def test_a_backup_resumes_at_the_restored_epoch_as_in_fit(tmp_path, runner):
+    """BackupAndRestore in both: a second run starts after the backed-up epoch
+    with the backed-up weights; `initial_epoch` is honoured the same way."""
+
+    def train(model, epochs, callbacks=(), initial_epoch=0):
+        if runner == "fit":
+            return model.fit(_dataset(), epochs=epochs, initial_epoch=initial_epoch,
+                             callbacks=list(callbacks), verbose=0)  # fmt: skip
+        return loop.train_loop(model, _dataset(), epochs=epochs, initial_epoch=initial_epoch,
+                               callbacks=list(callbacks), verbose=0)  # fmt: skip
+
+    model = make_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), delete_checkpoint=False)
+    train(model, 2, [backup])
+    saved = model.get_weights()
+    resumed = make_model()
+    resumed.compile(optimizer=keras.optimizers.SGD(0.05))
+    epochs = []
+    seen = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: epochs.append(epoch))
+    history = train(resumed, 3, [keras.callbacks.BackupAndRestore(str(tmp_path / "backup")), seen])
+    assert epochs == [2] and len(history.history["loss"]) == 1
+    assert not all(np.array_equal(a, b) for a, b in zip(saved, resumed.get_weights()))
+    started = []
+    later = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: started.append(epoch))
+    train(make_model_compiled(), 3, [later], initial_epoch=1)
+    assert started == [1, 2]
+
+
+def make_model_compiled():
+    model = make_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    return model

