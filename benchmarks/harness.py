@@ -23,7 +23,9 @@ shared machine (it does not see idle waits, so read it with the wall one).
 
 Also here: the matmul ceiling of this CPU (`matmul_ceiling`) and analytic
 matmul FLOP counts of our encoder (`model_matmul_flops`), for model FLOP
-utilization (MFU = achieved FLOP/s / ceiling).
+utilization (MFU = achieved FLOP/s / ceiling); and the plain Keras
+multi-output model the training benchmarks compare against
+(`plain_keras_model`), with each task's loss and metrics taken from its kind.
 
 Example:
 >>> import time
@@ -44,6 +46,8 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+
+import keras
 
 THROUGHPUT = "throughput"
 LATENCY = "latency"
@@ -365,9 +369,6 @@ def run_interleaved(
     )
 
 
-# --- Compute ceiling and FLOP counts -------------------------------------------
-
-
 def write_results(path, payload, markdown):
     """Writes `payload` as JSON to `path` and `markdown` next to it (`.md`)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -377,6 +378,9 @@ def write_results(path, payload, markdown):
     with open(md_path, "w") as f:
         f.write(markdown + "\n")
     print(f"wrote {path} and {md_path}")
+
+
+# --- Compute ceiling and FLOP counts -------------------------------------------
 
 
 @functools.cache
@@ -415,7 +419,7 @@ def matmul_ceiling(dtype="float32", size=1024, chain=8, repeats=8, clock="wall")
     the process (all threads). Cached per argument set.
 
     Example:
-    >>> matmul_ceiling("bfloat16") > 0  # doctest: +SKIP
+    >>> matmul_ceiling("float32", size=64, chain=2, repeats=2) > 0
     True
     """
     if clock not in ("wall", "cpu"):
@@ -454,9 +458,9 @@ def model_matmul_flops(model, seq_len, training=True):
         raise ValueError(
             f"Expected one SharedEncoder in {model.name}, found {len(encoders)}."
         )
-    config = encoders[0].config
+    encoder = encoders[0]
     flops = encoder_matmul_flops(
-        seq_len, config.hidden_dim, config.num_layers, config.intermediate_dim
+        seq_len, encoder.hidden_dim, encoder.num_layers, encoder.intermediate_dim
     )
     for layer in model.layers:
         if not hasattr(layer, "kernel") or not hasattr(layer, "units"):
@@ -469,3 +473,89 @@ def model_matmul_flops(model, seq_len, training=True):
             pass
         flops += 2 * fan_in * fan_out * (seq_len if per_token else 1)
     return flops * (3 if training else 1)
+
+
+# --- The plain Keras baseline ----------------------------------------------------
+
+
+def default_optimizer():
+    """The optimizer `MultiTaskModel.compile()` builds by default, for any model."""
+    return keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=0.01, clipnorm=1.0)
+
+
+def mean_loss(task):
+    """`task`'s loss (its kind's) with Keras' usual mean over the batch.
+
+    `Task.loss()` returns one value per example (`reduction=None`: the
+    `MultiTaskModel` step averages over the labelled rows itself); a plain
+    `compile(loss=...)` wants the reduced loss, as a tutorial writes it.
+    """
+    loss = task.loss()
+    return type(loss).from_config(
+        {**loss.get_config(), "reduction": "sum_over_batch_size"}
+    )
+
+
+class KindShapedMetric(keras.metrics.Metric):
+    """One of a task's metrics, fed as our training step feeds it.
+
+    The step shapes labels and logits by the task's kind before a metric
+    sees them (`TaskKind.metric_inputs`: binary labels `[B]` become
+    `[B, 1]`, ...); this does the same inside a plain model's
+    `compile(weighted_metrics=...)`.
+    """
+
+    def __init__(self, metric, task, **kwargs):
+        super().__init__(name=metric.name, **kwargs)
+        self.metric, self.task = metric, task
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred = self.task.task_kind.metric_inputs(self.task, y_true, y_pred)
+        self.metric.update_state(y_true, y_pred, sample_weight=sample_weight)
+
+    def result(self):
+        return self.metric.result()
+
+    def reset_state(self):
+        self.metric.reset_state()
+
+
+def plain_keras_model(
+    encoder, tasks, optimizer, dropout=0.1, with_metrics=False, **compile_kwargs
+):
+    """The layers of a `MultiTaskModel` as a plain functional multi-output model.
+
+    `encoder` (a `SharedEncoder`), dropout on its pooled output and one
+    float32 `Dense` head per task, compiled as a Keras tutorial does it:
+    `compile(loss={task: loss}, loss_weights={task: weight})`, the label
+    masks given to `fit` as per-output `sample_weight`s. With
+    `with_metrics`, also each task's own metrics (`weighted_metrics`).
+    """
+    inputs = {
+        "token_ids": keras.Input(shape=(None,), dtype="int32", name="token_ids"),
+        "padding_mask": keras.Input(shape=(None,), dtype="bool", name="padding_mask"),
+    }
+    pooled = keras.layers.Dropout(dropout, name="head_dropout")(
+        encoder(inputs)["pooled_output"]
+    )
+    outputs = {
+        task.name: keras.layers.Dense(
+            task.head_units, dtype="float32", name=f"{task.name}_head"
+        )(pooled)
+        for task in tasks
+    }
+    model = keras.Model(inputs, outputs, name="plain_keras")
+    metrics = None
+    if with_metrics:
+        metrics = {
+            task.name: [KindShapedMetric(m, task) for m in task.metrics()]
+            for task in tasks
+        }
+    model.compile(
+        optimizer=optimizer,
+        loss={task.name: mean_loss(task) for task in tasks},
+        loss_weights={task.name: task.loss_weight for task in tasks},
+        weighted_metrics=metrics,
+        **compile_kwargs,
+    )
+    return model

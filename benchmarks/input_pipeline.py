@@ -22,7 +22,8 @@ the bottleneck) and the speed-up of length-aware batching
 (`train_bucketed / train_fixed128`, target ≥ 3×). Both training models start
 from the same initial weights; the untimed warm-up round is their first
 epoch, after which each is evaluated on the dev sets (SST-2 dev, CoLA
-in-domain dev, the first `--dev-rows` rows of AG News test), so the two dev
+in-domain dev, the first `--dev-rows` rows of AG News test) by
+`mtl_keras.pipeline.evaluate_tasks`, so the two dev
 accuracies after the same budget (1 epoch) show that bucketing does not
 change what is learned.
 
@@ -36,6 +37,7 @@ texts, tiny sizes and 1 round (no shared data needed).
 """
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -52,7 +54,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import peers  # noqa: E402  (reuse its data, vocabulary, batching and model code)
 
-from mtl_keras.data import Mixture, Temperature, eval_datasets  # noqa: E402
+from mtl_keras.config import load_config  # noqa: E402
+from mtl_keras.data import Mixture, Temperature  # noqa: E402
+from mtl_keras.pipeline import evaluate_tasks  # noqa: E402
 from mtl_keras.preprocess import TextPreprocessor, make_batches  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -98,17 +102,18 @@ def parse_args(argv=None):
 
 def real_sources(directory, rows, dev_rows):
     """(train, dev) `FileSource`s of `configs/glue_agnews_files.yaml`, capped."""
-    from mtl_keras.config import load_config
-    from mtl_keras.train import build_source
-
     config = load_config("glue_agnews_files", data_root=str(directory))
-    train = [build_source(s, config) for s in config.data.train]
-    dev = [build_source(s, config) for s in config.data.dev]
-    for source in train:
-        source.max_rows = rows
-    for source in dev:
-        source.max_rows = dev_rows
-    return train, dev
+
+    def capped(entries, limit):
+        return tuple(dict(entry, max_rows=limit) for entry in entries)
+
+    data = dataclasses.replace(
+        config.data,
+        train=capped(config.data.train, rows),
+        dev=capped(config.data.dev, dev_rows),
+    )
+    config = dataclasses.replace(config, data=data)
+    return config.sources("train"), config.sources("dev")
 
 
 def generated_sources(rows, dev_rows):
@@ -150,21 +155,18 @@ class PipelineRounds:
         return sum(int(next(iter(w.values())).shape[0]) for _, _, w in self.batches)
 
 
-def evaluate(model, dev, preprocessor, batch_size):
-    """`{task: dev accuracy}`."""
-    accuracy = {}
-    for task in TASKS:
-        batches = make_batches(dev[task.name], preprocessor, batch_size)
-        metrics = model.evaluate(batches, verbose=0, return_dict=True)
-        accuracy[task.name] = float(metrics[f"{task.name}_accuracy"])
-    accuracy["mean"] = float(np.mean([accuracy[t.name] for t in TASKS]))
+def dev_accuracy(model, dev_sources, batch_size):
+    """`{task: dev accuracy, "mean": their mean}` (`pipeline.evaluate_tasks`)."""
+    metrics, _ = evaluate_tasks(model, dev_sources, batch_size, with_predictions=False)
+    accuracy = {t.name: metrics[t.name]["accuracy"] for t in TASKS}
+    accuracy["mean"] = float(np.mean(list(accuracy.values())))
     return accuracy
 
 
-def fit_and_evaluate(model, batches, dev, preprocessor, batch_size, accuracies, name):
+def fit_and_evaluate(model, batches, dev_sources, batch_size, accuracies, name):
     def warmup():
         model.fit(batches, epochs=1, shuffle=False, verbose=0)
-        accuracies[name] = evaluate(model, dev, preprocessor, batch_size)
+        accuracies[name] = dev_accuracy(model, dev_sources, batch_size)
 
     return warmup
 
@@ -258,12 +260,11 @@ def main(argv=None):
     # from scratch each round, the training candidates replay it from a cache.
     bucketed = peers.cached_batches(pool, preprocessor, args.batch_size, fixed=False)
     fixed = peers.cached_batches(pool, preprocessor, args.batch_size, fixed=True)
-    dev_sets = eval_datasets(TASKS, dev)
     accuracies = {}
     models = {}
     for name in (BUCKETED, FIXED):
         keras.utils.set_random_seed(0)  # the same initial weights for both
-        models[name] = peers.build_ours(args, len(vocabulary), "float32")
+        models[name] = peers.build_ours(args, preprocessor, "float32")
     tokens = {
         BUCKETED: padded_tokens(bucketed, examples),
         FIXED: padded_tokens(fixed, examples),
@@ -292,13 +293,7 @@ def main(argv=None):
                 name=name,
                 run=peers.fit_round([(models[name], batches)], examples),
                 warmup=fit_and_evaluate(
-                    models[name],
-                    batches,
-                    dev_sets,
-                    preprocessor,
-                    args.batch_size,
-                    accuracies,
-                    name,
+                    models[name], batches, dev, args.batch_size, accuracies, name
                 ),
                 description=f"MultiTaskModel.fit 1 epoch (hidden {args.hidden}, "
                 f"{args.layers} layers), {what}, cached",

@@ -12,9 +12,10 @@ mixed_bfloat16), in interleaved rounds (see `harness.py`):
   without the bucketing.
 - `keras_fixed128` (the baseline): how a Keras tutorial does it — a plain
   functional `keras.Model` with the same layers (a `SharedEncoder` and one
-  Dense head per task), `compile(loss={...}, loss_weights={...})` (no
-  metrics) and `fit` on the batches padded to 128, with the label masks as
-  per-output `sample_weight`s.
+  Dense head per task; `harness.plain_keras_model`),
+  `compile(loss={...}, loss_weights={...})` (no metrics) and `fit` on the
+  batches padded to 128, with the label masks as per-output
+  `sample_weight`s.
 - `single_task_x3`: three separate single-task models of the same size
   (our model with one task each), trained one after another, each on its
   task's share of the same examples (bucketed batches).
@@ -56,6 +57,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 from mtl_keras import MultiTaskModel, SharedEncoder, Task  # noqa: E402
+from mtl_keras.config import load_config  # noqa: E402
 from mtl_keras.data import Examples, Mixture, Temperature  # noqa: E402
 from mtl_keras.preprocess import (  # noqa: E402
     RESERVED_TOKENS,
@@ -132,11 +134,7 @@ def has_data(directory):
 
 def real_sources(directory):
     """The training sources of `configs/glue_agnews_files.yaml`, from `directory`."""
-    from mtl_keras.config import load_config
-    from mtl_keras.train import build_source
-
-    config = load_config("glue_agnews_files", data_root=directory)
-    return [build_source(s, config) for s in config.data.train]
+    return load_config("glue_agnews_files", data_root=directory).sources("train")
 
 
 class _Generated:
@@ -159,13 +157,11 @@ class _Generated:
         text = np.empty(self.size, object)
         text[:] = [" ".join(rng.choice(self.WORDS, n)) for n in lengths]
         labels, masks = {}, {}
-        for task in tasks:
+        for task in tasks:  # class labels, as the task's kind stores them
             mine = task.name == self.task.name
-            if task.kind == "multiclass":
-                values = rng.integers(0, task.num_classes, self.size).astype("int32")
-            else:
-                values = rng.integers(0, 2, self.size).astype("float32")
-            labels[task.name] = values if mine else np.zeros_like(values)
+            values = rng.integers(0, len(task.classes), self.size)
+            values = task.task_kind.label_array(task, values if mine else 0 * values)
+            labels[task.name] = values
             masks[task.name] = np.full(self.size, float(mine), "float32")
         return Examples(self.name, tuple(tasks), text, None, labels, masks)
 
@@ -215,10 +211,9 @@ def batch_shapes(batches):
 # --- Models --------------------------------------------------------------------
 
 
-def make_encoder(args, vocabulary_size, precision):
-    return SharedEncoder(
-        vocabulary_size=vocabulary_size,
-        sequence_length=args.seq_len,
+def make_encoder(args, preprocessor, precision):
+    return SharedEncoder.for_preprocessor(
+        preprocessor,
         hidden_dim=args.hidden,
         num_layers=args.layers,
         num_heads=args.heads,
@@ -227,46 +222,18 @@ def make_encoder(args, vocabulary_size, precision):
     )
 
 
-def make_optimizer():
-    # What `MultiTaskModel.compile()` builds by default.
-    return keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=0.01, clipnorm=1.0)
-
-
-def build_ours(args, vocabulary_size, precision, tasks=TASKS):
-    model = MultiTaskModel(list(tasks), make_encoder(args, vocabulary_size, precision))
-    model.compile(optimizer=make_optimizer())
+def build_ours(args, preprocessor, precision, tasks=TASKS):
+    encoder = make_encoder(args, preprocessor, precision)
+    model = MultiTaskModel(list(tasks), encoder, preprocessor)
+    model.compile(optimizer=harness.default_optimizer())
     return model
 
 
-_PLAIN_LOSSES = {
-    "multiclass": lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    "binary": lambda: keras.losses.BinaryCrossentropy(from_logits=True),
-}
-
-
-def build_plain(args, vocabulary_size, precision):
+def build_plain(args, preprocessor, precision):
     """The same layers as a plain functional Keras model with one output per task."""
-    encoder = make_encoder(args, vocabulary_size, precision)
-    inputs = {
-        "token_ids": keras.Input(shape=(None,), dtype="int32", name="token_ids"),
-        "padding_mask": keras.Input(shape=(None,), dtype="bool", name="padding_mask"),
-    }
-    pooled = keras.layers.Dropout(0.1, name="head_dropout")(
-        encoder(inputs)["pooled_output"]
+    return harness.plain_keras_model(
+        make_encoder(args, preprocessor, precision), TASKS, harness.default_optimizer()
     )
-    outputs = {
-        task.name: keras.layers.Dense(
-            task.head_units, dtype="float32", name=f"{task.name}_head"
-        )(pooled)
-        for task in TASKS
-    }
-    model = keras.Model(inputs, outputs, name="plain_keras")
-    model.compile(
-        optimizer=make_optimizer(),
-        loss={task.name: _PLAIN_LOSSES[task.kind]() for task in TASKS},
-        loss_weights={task.name: task.loss_weight for task in TASKS},
-    )
-    return model
 
 
 # --- Runners -------------------------------------------------------------------
@@ -291,7 +258,6 @@ def flops_per_example(model, shapes):
 
 def build_candidates(args, pool, vocabulary, precision):
     preprocessor = TextPreprocessor(vocabulary, sequence_length=args.seq_len)
-    size = len(vocabulary)
     bucketed = cached_batches(pool, preprocessor, args.batch_size, fixed=False)
     fixed = cached_batches(pool, preprocessor, args.batch_size, fixed=True)
     shapes = {"bucketed": batch_shapes(bucketed), "fixed": batch_shapes(fixed)}
@@ -310,10 +276,12 @@ def build_candidates(args, pool, vocabulary, precision):
         batches = cached_batches(table, preprocessor, args.batch_size, fixed=False)
         per_task.append((task, batches, batch_shapes(batches)))
 
-    ours = build_ours(args, size, precision)
-    ours_fixed = build_ours(args, size, precision)
-    plain = build_plain(args, size, precision)
-    singles = [(build_ours(args, size, precision, [t]), b) for t, b, _ in per_task]
+    ours = build_ours(args, preprocessor, precision)
+    ours_fixed = build_ours(args, preprocessor, precision)
+    plain = build_plain(args, preprocessor, precision)
+    singles = [
+        (build_ours(args, preprocessor, precision, [t]), b) for t, b, _ in per_task
+    ]
     single_shapes = [s for _, _, shapes_ in per_task for s in shapes_]
     single_flops = sum(
         sum(b * harness.model_matmul_flops(model, n) for b, n in shapes_)

@@ -40,10 +40,7 @@ BENCHMARKS = ("train_step", "serving", "peers", "minilm")
 # Extra arguments: a full run, and a smoke run.
 ARGUMENTS = {
     "train_step": ([], ["--smoke"]),
-    "serving": (
-        ["--rounds", "5"],
-        ["--rounds", "1", "--requests", "64", "--train-sentences", "200"],
-    ),
+    "serving": (["--rounds", "5"], ["--smoke"]),
     "peers": ([], ["--smoke"]),
     "minilm": ([], ["--smoke"]),
 }

@@ -1,16 +1,20 @@
 """Serving latency: the strings-in signature vs the ids-in signature.
 
-Builds a small untrained model (hidden 64, 2 layers) with a vocabulary
-learned from SST-2 sentences (or generated ones if the data is missing),
-exports it with `mtl_keras.export.export_saved_model`, loads it back and
-times, in the same process and in interleaved rounds:
+Builds a small untrained model (hidden 64, 2 layers) whose preprocessor
+learns its vocabulary from SST-2 sentences (or generated ones if the data is
+missing: `TextPreprocessor.from_texts`), exports it with
+`mtl_keras.export.export_saved_model`, loads it back and times, in the same
+process and in interleaved rounds:
 
 - `serving_default(text)`: tokenization in the graph, then the model;
 - `serve_token_ids(token_ids, padding_mask)`: the model on the same ids,
   packed beforehand (cut to the batch's longest text, as the strings-in
   signature does), so the difference is the cost of the in-graph tokenizer.
 
-Usage: python benchmarks/serving.py --rounds 5 --out serving.json
+Usage: python benchmarks/serving.py --rounds 5 --out serving.json [--smoke]
+
+`--smoke`: 1 round, 64 requests, 200 training sentences, hidden 16, 1 layer
+(a check that it runs; the numbers mean nothing).
 """
 
 import argparse
@@ -31,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 
 from mtl_keras import MultiTaskModel, SharedEncoder, Task  # noqa: E402
 from mtl_keras.export import export_saved_model, load_saved_model  # noqa: E402
-from mtl_keras.preprocess import TextPreprocessor, learn_vocabulary  # noqa: E402
+from mtl_keras.preprocess import TextPreprocessor  # noqa: E402
 
 SST2 = "/work/shared/data/sst2"
 TARGET_RATIO = 1.25  # strings-in latency at batch 1, relative to ids-in
@@ -71,21 +75,15 @@ def load_texts(data_dir, train_count, request_count):
     )
 
 
-def build(vocab, args):
-    preprocessor = TextPreprocessor(vocab, sequence_length=args.sequence_length)
-    encoder = SharedEncoder(
-        vocabulary_size=len(vocab),
-        sequence_length=args.sequence_length,
-        hidden_dim=args.hidden,
-        num_layers=args.layers,
-        num_heads=2,
-        dropout=0.1,
+def build(preprocessor, args):
+    encoder = SharedEncoder.for_preprocessor(
+        preprocessor, hidden_dim=args.hidden, num_layers=args.layers, num_heads=2
     )
     tasks = [
         Task("sentiment", "binary", label_names=["negative", "positive"]),
         Task("topic", "multiclass", num_classes=4),
     ]
-    return MultiTaskModel(tasks, encoder), preprocessor
+    return MultiTaskModel(tasks, encoder, preprocessor)
 
 
 def packed(preprocessor, batch):
@@ -125,21 +123,27 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--data", default=SST2, help="a GLUE-style sst2 folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 round")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.rounds, args.requests, args.train_sentences = 1, 64, 200
+        args.hidden, args.layers, args.vocabulary_size = 16, 1, 500
     keras.utils.set_random_seed(args.seed)
 
     train_texts, texts, source = load_texts(
         args.data, args.train_sentences, args.requests
     )
     start = time.perf_counter()
-    vocab = learn_vocabulary(train_texts, args.vocabulary_size)
+    preprocessor = TextPreprocessor.from_texts(
+        train_texts, args.vocabulary_size, sequence_length=args.sequence_length
+    )
     vocab_seconds = time.perf_counter() - start
-    model, preprocessor = build(vocab, args)
+    model = build(preprocessor, args)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "saved_model")
         start = time.perf_counter()
-        export_saved_model(model, preprocessor, path)
+        export_saved_model(model, path)
         export_seconds = time.perf_counter() - start
         start = time.perf_counter()
         loaded = load_saved_model(path)
@@ -194,7 +198,7 @@ def main(argv=None):
             "texts": source,
             "requests": len(texts),
             "mean_tokens_per_text": mean_tokens,
-            "vocabulary_size": len(vocab),
+            "vocabulary_size": preprocessor.vocabulary_size,
             "sequence_length": args.sequence_length,
             "hidden_dim": args.hidden,
             "num_layers": args.layers,

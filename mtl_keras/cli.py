@@ -3,7 +3,7 @@
     mtl-keras train [--config FILE] [--out DIR] [--epochs N] [--precision P]
                     [--data-root DIR]
     mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR]
-    mtl-keras export MODEL OUT_DIR [--vocabulary FILE] [--config FILE]
+    mtl-keras export MODEL OUT_DIR
     mtl-keras predict PATH [TEXT ...] [--file F]      (TEXT "-": stdin lines)
     mtl-keras compare [--config FILE] [--seeds K] [--out DIR] [--epochs N]
                       [--data-root DIR] [--multitask-budget F]
@@ -86,21 +86,22 @@ def _fail(message):
 # Commands.
 
 
-def _cmd_train(args):
+def _config_and_out(args, prefix=""):
+    """The config of `--config` with the flags' overrides, and the output directory."""
     from mtl_keras.config import load_config
-    from mtl_keras.train import run_training
 
     config = load_config(
-        args.config,
-        data_root=args.data_root,
-        epochs=args.epochs,
-        precision=args.precision,
+        args.config, data_root=args.data_root, epochs=args.epochs, precision=args.precision
     )
-    out = args.out
-    if out is None:
-        name = Path(config.source).stem if config.source else "run"
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{name}-{stamp}"
+    name = Path(config.source).stem if config.source else "run"
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return config, args.out or Path("runs") / f"{prefix}{name}-{stamp}"
+
+
+def _cmd_train(args):
+    from mtl_keras.train import run_training
+
+    config, out = _config_and_out(args)
     run_training(config, out, verbose=0 if args.quiet else 1)
     return EXIT_OK
 
@@ -138,15 +139,10 @@ def _cmd_evaluate(args):
 
 
 def _cmd_export(args):
-    from mtl_keras.config import load_config
     from mtl_keras.export import export_saved_model
     from mtl_keras.train import load_run_model
 
-    config = (
-        None if args.config is None else load_config(args.config, check_files=False)
-    )
-    model, preprocessor = load_run_model(args.model, args.vocabulary, config)
-    metadata = export_saved_model(model, preprocessor, args.out_dir)
+    metadata = export_saved_model(load_run_model(args.model), args.out_dir)
     tasks = ", ".join(f"{t['name']} ({t['kind']})" for t in metadata["tasks"])
     print(f"Exported a SavedModel to {args.out_dir}: takes raw text; tasks {tasks}.")
     return EXIT_OK
@@ -202,11 +198,7 @@ def _cmd_predict(args):
     try:
         results = predict_texts(str(path), texts, batch_size=args.batch_size)
     except ValueError as error:
-        if "preprocessor" in str(error):
-            raise RunError(
-                f"{error} Or export it first: mtl-keras export {path} OUT_DIR."
-            ) from None
-        raise
+        raise RunError(str(error)) from None
     for result in results:
         print(json.dumps(result, ensure_ascii=False))
     return EXIT_OK
@@ -214,30 +206,8 @@ def _cmd_predict(args):
 
 def _cmd_compare(args):
     from mtl_keras.compare import compare
-    from mtl_keras.config import ConfigError, load_config
 
-    config = load_config(
-        args.config,
-        data_root=args.data_root,
-        epochs=args.epochs,
-        precision=args.precision,
-    )
-    if len(config.tasks) < 2:
-        raise ConfigError(
-            f"compare needs a config with two or more tasks; {config.source} has "
-            f"{len(config.tasks)}."
-        )
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}.")
-    if args.multitask_budget is not None and not args.multitask_budget > 0:
-        raise ConfigError(
-            f"--multitask-budget must be > 0, got {args.multitask_budget}."
-        )
-    out = args.out
-    if out is None:
-        name = Path(config.source).stem if config.source else "run"
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"compare-{name}-{stamp}"
+    config, out = _config_and_out(args, prefix="compare-")
     compare(
         config,
         seeds=args.seeds,
@@ -254,6 +224,12 @@ def _cmd_compare(args):
 
 
 def build_parser():
+    """build_parser.
+
+    Example:
+    >>> build_parser().parse_args(["train", "--epochs", "2"]).epochs
+    2
+    """
     parser = argparse.ArgumentParser(
         prog="mtl-keras",
         description="Multi-task learning on text with Keras: one shared encoder, "
@@ -302,15 +278,6 @@ def build_parser():
     )
     export.add_argument("model", help="run directory or .keras file")
     export.add_argument("out_dir", help="SavedModel directory to write")
-    export.add_argument(
-        "--vocabulary",
-        help="vocabulary file of a .keras file without its preprocessor "
-        "(default: vocabulary.txt beside it)",
-    )
-    export.add_argument(
-        "--config",
-        help="the run's config (for lowercase/pair settings of a bare model)",
-    )
     export.set_defaults(run=_cmd_export)
 
     predict = commands.add_parser(
@@ -375,7 +342,12 @@ def build_parser():
 
 
 def main(argv=None):
-    """Runs the command line; returns the exit code."""
+    """Runs the command line; returns the exit code.
+
+    Example:
+    >>> main(["train", "--precision", "fp8"])  # a usage error: exit status 2
+    2
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

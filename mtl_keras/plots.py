@@ -41,6 +41,11 @@ def _metric_names(history, task_names):
 def plot_learning_curves(history, task_names):
     """One panel per metric, one line per task: train solid, dev dashed.
 
+    Example:
+    >>> history = {"topic_loss": [1.0, 0.5], "val_topic_loss": [1.1, 0.7]}
+    >>> plot_learning_curves(history, ["topic"]).axes[0].get_title()
+    'loss'
+
     Args:
         history: `{log key: [value per epoch]}`, as `History.history` or
             the CSV log gives it (`<task>_<metric>`, `val_<task>_<metric>`).
@@ -84,6 +89,21 @@ def plot_learning_curves(history, task_names):
     return figure
 
 
+def _counts_heatmap(ax, figure, counts, shares, colorbar_label, annotate=True):
+    """Shares as a heatmap, each cell annotated with its count."""
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    figure.colorbar(image, ax=ax, label=colorbar_label)
+    if annotate:
+        for (i, j), count in np.ndenumerate(counts):
+            colour = "white" if shares[i, j] > 0.5 else "black"
+            ax.text(j, i, str(int(count)), ha="center", va="center", color=colour, fontsize=7)
+
+
+def _row_shares(counts):
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+
+
 def plot_confusion_matrix(matrix, label_names, task_name=""):
     """A confusion matrix: rows are true labels, columns predicted ones.
 
@@ -91,30 +111,23 @@ def plot_confusion_matrix(matrix, label_names, task_name=""):
         matrix: `[C, C]` counts.
         label_names: the C class names.
         task_name: shown in the title.
+
+    Example:
+    >>> figure = plot_confusion_matrix([[5, 1], [0, 4]], ["no", "yes"], "spam")
+    >>> figure.axes[0].get_xlabel()
+    'predicted label'
     """
     plt = _pyplot()
     matrix = np.asarray(matrix)
     size = max(3.5, 0.55 * len(label_names) + 2.0)
     figure, ax = plt.subplots(figsize=(size + 1.0, size))
-    totals = matrix.sum(axis=1, keepdims=True)
-    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
-    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-    figure.colorbar(image, ax=ax, label="share of the true label's examples")
+    _counts_heatmap(
+        ax, figure, matrix, _row_shares(matrix), "share of the true label's examples",
+        annotate=len(label_names) <= 12,
+    )
     ticks = np.arange(len(label_names))
     ax.set_xticks(ticks, label_names, rotation=45, ha="right")
     ax.set_yticks(ticks, label_names)
-    if len(label_names) <= 12:
-        for i in range(matrix.shape[0]):
-            for j in range(matrix.shape[1]):
-                ax.text(
-                    j,
-                    i,
-                    str(int(matrix[i, j])),
-                    ha="center",
-                    va="center",
-                    color="white" if shares[i, j] > 0.5 else "black",
-                    fontsize=8,
-                )
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
     ax.set_title(f"{task_name}: confusion matrix (dev)")
@@ -123,28 +136,19 @@ def plot_confusion_matrix(matrix, label_names, task_name=""):
 
 
 def plot_multilabel_confusion(counts, label_names, task_name=""):
-    """Per-label outcomes of a multilabel task: `[C, 4]` counts of TN, FP, FN, TP."""
+    """Per-label outcomes of a multilabel task: `[C, 4]` counts of TN, FP, FN, TP.
+
+    Example:
+    >>> figure = plot_multilabel_confusion([[3, 1, 0, 2]], ["joy"], "emotions")
+    >>> [t.get_text() for t in figure.axes[0].get_xticklabels()][-1]
+    'true pos'
+    """
     plt = _pyplot()
     counts = np.asarray(counts)
-    columns = ["true neg", "false pos", "false neg", "true pos"]
     figure, ax = plt.subplots(figsize=(6.0, max(3.0, 0.3 * len(label_names) + 1.5)))
-    totals = counts.sum(axis=1, keepdims=True)
-    shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
-    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
-    figure.colorbar(image, ax=ax, label="share of examples")
-    ax.set_xticks(np.arange(4), columns)
+    _counts_heatmap(ax, figure, counts, _row_shares(counts), "share of examples")
+    ax.set_xticks(np.arange(4), ["true neg", "false pos", "false neg", "true pos"])
     ax.set_yticks(np.arange(len(label_names)), label_names)
-    for i in range(counts.shape[0]):
-        for j in range(4):
-            ax.text(
-                j,
-                i,
-                str(int(counts[i, j])),
-                ha="center",
-                va="center",
-                color="white" if shares[i, j] > 0.5 else "black",
-                fontsize=7,
-            )
     ax.set_xlabel("outcome (threshold 0.5)")
     ax.set_ylabel("label")
     ax.set_title(f"{task_name}: per-label confusion (dev)")
@@ -153,7 +157,12 @@ def plot_multilabel_confusion(counts, label_names, task_name=""):
 
 
 def plot_regression(y_true, y_pred, task_name=""):
-    """Predicted against true values of a regression task."""
+    """Predicted against true values of a regression task.
+
+    Example:
+    >>> plot_regression([1.0, 2.0], [1.5, 1.8], "rating").axes[0].get_ylabel()
+    'predicted value'
+    """
     plt = _pyplot()
     y_true = np.asarray(y_true, "float64").ravel()
     y_pred = np.asarray(y_pred, "float64").ravel()
@@ -173,7 +182,14 @@ def plot_regression(y_true, y_pred, task_name=""):
 
 
 def save_figure(figure, path):
-    """Writes `figure` as a PNG at `path` and closes it."""
+    """Writes `figure` as a PNG at `path` and closes it; returns `path`.
+
+    Example:
+    >>> import tempfile
+    >>> path = tempfile.mkdtemp() + "/curves.png"
+    >>> save_figure(plot_regression([1.0], [1.0]), path) == path
+    True
+    """
     plt = _pyplot()
     figure.savefig(path, dpi=100)
     plt.close(figure)

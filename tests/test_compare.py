@@ -14,9 +14,10 @@ from tiny_config import write_tiny_config
 
 from mtl_keras import MultiTaskModel, SharedEncoder, cli
 from mtl_keras import compare as compare_lib
+from mtl_keras.compare_report import build_report, format_report
 from mtl_keras.config import DEFAULT_CONFIG, load_config
 from mtl_keras.data import FileSource, eval_datasets, joint_dataset
-from mtl_keras.preprocess import TextPreprocessor, learn_vocabulary, make_batches
+from mtl_keras.preprocess import TextPreprocessor, make_batches
 
 TASKS = ["topic", "sentiment", "rating"]
 SEEDS = 1
@@ -138,26 +139,22 @@ def test_single_task_result_equals_direct_training(compared):
     seed = 0
     task = next(t for t in config.tasks if t.name == "topic")
     data = Path(config.data_root) / "sample"
-    model_config = config.model
 
     keras.utils.set_random_seed(seed)
     # The shared vocabulary: every training text of the multi-task data.
     all_columns = {t.name: t.name for t in config.tasks}
     texts = FileSource(data / "train.tsv", "text", all_columns).read(config.tasks).text
-    vocabulary = learn_vocabulary(list(texts), model_config.vocabulary_size)
-    preprocessor = TextPreprocessor(vocabulary, model_config.sequence_length)
+    preprocessor = TextPreprocessor.from_texts(list(texts), **config.preprocessor)
     source = FileSource(data / "train.tsv", "text", {"topic": "topic"})
     examples = report["budget"]["single_task_examples"]["topic"]
     raw = joint_dataset([task], [source], shuffle=True, seed=seed)
     batches = make_batches(
-        raw.repeat().take(examples), preprocessor, config.training.batch_size
+        raw.repeat().take(examples), preprocessor, config.training.batch_size, seed=seed
     )
-    encoder = SharedEncoder.from_encoder_config(
-        config.encoder_config(len(vocabulary)), precision="float32", name="encoder"
-    )
-    model = MultiTaskModel([task], encoder)
+    encoder = SharedEncoder.for_preprocessor(preprocessor, name="encoder", **config.encoder)
+    model = MultiTaskModel([task], encoder, preprocessor)
     model.compile(learning_rate=config.training.learning_rate)
-    model.fit(batches, epochs=1, verbose=0)
+    model.fit(batches, epochs=1, shuffle=False, verbose=0)
     dev = FileSource(data / "dev.tsv", "text", {"topic": "topic"})
     dev_batches = make_batches(eval_datasets([task], [dev])["topic"], preprocessor, 64)
     logs = model.evaluate(dev_batches, verbose=0, return_dict=True)
@@ -166,6 +163,7 @@ def test_single_task_result_equals_direct_training(compared):
     reported = run["metrics"]["topic"]
     assert logs["topic_accuracy"] == pytest.approx(reported["accuracy"], abs=0.01)
     assert logs["topic_loss"] == pytest.approx(reported["loss"], rel=0.02)
+    assert logs["topic_mcc"] == pytest.approx(reported["mcc"], abs=0.02)
     assert (
         reported["accuracy"]
         == report["tasks"]["topic"]["metrics"]["accuracy"]["single_task"]["values"][
@@ -199,7 +197,7 @@ def test_report_pairs_seeds_and_sums_compute():
             runs.append(
                 {"seed": seed, "model": model, "metrics": metrics, "compute": compute}
             )
-    report = compare_lib.build_report(config, budget, [0, 1, 2], runs)
+    report = build_report(config, budget, [0, 1, 2], runs)
     assert report["completed_seeds"] == [0, 1]  # seed 2 never ran
     topic = report["tasks"]["topic"]["metrics"]["accuracy"]
     assert topic["multi_task"]["mean"] == pytest.approx(0.7)
@@ -209,7 +207,7 @@ def test_report_pairs_seeds_and_sums_compute():
     assert compute["single_task_sum"]["mean"]["examples"] == 30
     assert compute["single_task_sum"]["mean"]["train_seconds"] == pytest.approx(7.5)
     assert compute["ratio"]["examples"] == pytest.approx(1 / 3)
-    table = compare_lib.format_report(report)
+    table = format_report(report)
     assert "| +0.00 ± 14.14 |" in table  # Δ accuracy ×100, sd of the paired Δ
     assert "| **multi / sum of single** | 0.333 |" in table
 
@@ -218,13 +216,13 @@ def test_single_task_config_keeps_only_its_task():
     config = load_config("glue_agnews_files", check_files=False)
     single = compare_lib.single_task_config(config, "ag_news")
     assert [t.name for t in single.tasks] == ["ag_news"]
-    assert [s.file for s in single.data.train] == ["ag_news/train_sample_10k.tsv"]
-    assert [s.file for s in single.data.dev] == ["ag_news/test.csv"]
-    assert single.data.train[0].label_map == config.data.train[2].label_map
-    assert single.sampler.name == "joint"
-    assert single.model == config.model and single.training == config.training
+    assert [s["file"] for s in single.data.train] == ["ag_news/train_sample_10k.tsv"]
+    assert [s["file"] for s in single.data.dev] == ["ag_news/test.csv"]
+    assert single.data.train[0]["label_map"] == config.data.train[2]["label_map"]
+    assert single.sampler == "joint"
+    assert single.encoder == config.encoder and single.training == config.training
     joint = compare_lib.single_task_config(load_config(), "rating")
-    assert joint.data.train[0].tasks == {"rating": "rating"}
+    assert joint.data.train[0]["tasks"] == {"rating": "rating"}
     # A mixture covers the multi-task budget with whole mixture epochs.
     budget = compare_lib.Budget(3, {"sst2": 100, "cola": 50, "ag_news": 50}, 0.4)
     assert budget.single_task_total == 600 and budget.multitask_examples == 240
@@ -233,21 +231,27 @@ def test_single_task_config_keeps_only_its_task():
         compare_lib.single_task_config(config, "topic")
 
 
-def test_matthews_correlation():
+def test_mcc_is_the_matthews_correlation():
+    """The logged `mcc` metric (what compare reports) on hand-checked cases."""
     from mtl_keras.tasks import Task
+
+    def mcc(task, labels, logits):
+        metric = dict(zip(task.metric_names(), task.metrics()))["mcc"]
+        metric.update_state(labels, logits)
+        return float(metric.result())
 
     binary = Task("b", "binary")
     labels = np.array([1, 1, 0, 0, 1, 0], "float32")
-    assert compare_lib.matthews_correlation(binary, labels, 2 * labels - 1) == 1.0
-    assert compare_lib.matthews_correlation(binary, labels, 1 - 2 * labels) == -1.0
-    assert compare_lib.matthews_correlation(binary, labels, np.ones(6)) == 0.0
-    logits = np.array([1, -1, -1, -1, 1, 1], "float32")  # tp 2, fn 1, tn 2, fp 1
-    assert compare_lib.matthews_correlation(binary, labels, logits) == pytest.approx(
+    assert mcc(binary, labels, (2 * labels - 1)[:, None]) == pytest.approx(1.0)
+    assert mcc(binary, labels, (1 - 2 * labels)[:, None]) == pytest.approx(-1.0)
+    assert mcc(binary, labels, np.ones((6, 1))) == 0.0
+    logits = np.array([1, -1, -1, -1, 1, 1], "float32")[:, None]  # tp 2, fn 1, tn 2, fp 1
+    assert mcc(binary, labels, logits) == pytest.approx(
         (2 * 2 - 1 * 1) / math.sqrt(3 * 3 * 3 * 3)
     )
     multiclass = Task("m", "multiclass", num_classes=3)
     truth = np.array([0, 1, 2, 2])
-    assert compare_lib.matthews_correlation(multiclass, truth, np.eye(3)[truth]) == 1.0
+    assert mcc(multiclass, truth, np.eye(3)[truth]) == pytest.approx(1.0)
 
 
 def test_compare_needs_two_tasks(tmp_path, capsys):

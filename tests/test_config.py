@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtl_keras.backbone import EncoderConfig
 from mtl_keras.config import (
     DEFAULT_CONFIG,
     ConfigError,
@@ -40,17 +39,18 @@ def test_default_config_is_the_bundled_sample():
     assert config.tasks[0].label_names == ("sports", "politics", "tech", "food")
     train = config.path_of(config.data.train[0])
     assert train.is_file() and train.parts[-3:] == ("data", "sample", "train.tsv")
-    assert config.data.train[0].tasks == {
-        n: n for n in ("topic", "sentiment", "rating")
-    }
-    assert config.sampler.name == "joint"
+    assert config.data.train[0]["tasks"] == ["topic", "sentiment", "rating"]
+    assert config.sampler == "joint" and config.sampler_object() is None
+    (source,) = config.sources("train")
+    assert source.tasks == {n: n for n in ("topic", "sentiment", "rating")}
 
 
 @pytest.mark.parametrize(
     "where, edit, key",
     [
         ("top level", lambda m: m.update(epochs=3), "epochs"),
-        ("model", lambda m: m["model"].update(hiden_dim=8), "hiden_dim"),
+        ("encoder", lambda m: m["encoder"].update(hiden_dim=8), "hiden_dim"),
+        ("preprocessor", lambda m: m["preprocessor"].update(seq_len=8), "seq_len"),
         ("training", lambda m: m["training"].update(lr=0.1), "lr"),
         ("data", lambda m: m["data"].update(validation=[]), "validation"),
         ("data.train[0]", lambda m: m["data"]["train"][0].update(colum="x"), "colum"),
@@ -73,9 +73,9 @@ def test_unknown_key_names_the_key_where_and_the_valid_keys(where, edit, key):
 
 def test_unknown_key_lists_valid_keys_and_suggests_one():
     mapping = sample_mapping()
-    mapping["model"]["hiden_dim"] = 8
+    mapping["encoder"]["hiden_dim"] = 8
     message = error_of(mapping)
-    for valid in ("hidden_dim", "num_layers", "sequence_length", "size"):
+    for valid in ("hidden_dim", "num_layers", "num_heads", "dropout", "pooling"):
         assert valid in message
     assert "Did you mean 'hidden_dim'?" in message
 
@@ -84,7 +84,7 @@ def test_unknown_task_kind():
     mapping = sample_mapping()
     mapping["tasks"][1]["kind"] = "binarry"
     message = error_of(mapping)
-    assert "unknown task kind 'binarry'" in message
+    assert "unknown kind 'binarry'" in message
     assert "tasks[1]" in message and "'sentiment'" in message
     assert "multiclass, binary, multilabel, regression, tagging" in message
     assert "Did you mean 'binary'?" in message
@@ -130,12 +130,19 @@ def test_missing_file_names_the_path_and_the_task(tmp_path):
             lambda m: m["data"]["train"].append(
                 {"tfds": "glue/sst2", "tasks": ["topic"]}
             ),
-            ["needs a `split`"],
+            ["needs the key 'split'"],
         ),
-        (lambda m: m["model"].update(hidden_dim="32"), ["hidden_dim", "integer"]),
-        (lambda m: m["model"].update(size="huge"), ["tiny, small, base"]),
-        (lambda m: m["model"].update(hidden_dim=30, num_heads=4), ["divisible"]),
+        (lambda m: m["encoder"].update(hidden_dim="32"), ["hidden_dim", "integer"]),
+        (lambda m: m["encoder"].update(hidden_dim=30, num_heads=4), ["divisible"]),
+        (lambda m: m["encoder"].update(pooling="max"), ["encoder", "pooling"]),
+        (lambda m: m["encoder"].update(vocabulary_size=9), ["Unknown key 'vocabulary_size'"]),
+        (lambda m: m["preprocessor"].update(sequence_length=1), ["preprocessor", "too short"]),
+        (lambda m: m["preprocessor"].update(truncate="left"), ["truncate must be one of"]),
         (lambda m: m["training"].update(epochs=0), ["epochs must be >= 1"]),
+        (lambda m: m["training"].update(schedule="linear"), ["schedule must be one of"]),
+        (lambda m: m["data"]["train"][0].update(quoting="double"), ["data.train[0]", "quoting"]),
+        (lambda m: m["data"]["train"][0].update(max_rows=0), ["data.train[0]", "max_rows"]),
+        (lambda m: m.update(sampler={"name": "temperature", "temperature": -1}), ["temperature must be > 0"]),
         (lambda m: m.update(precision="fp16"), ["float32, mixed_float16"]),
         (lambda m: m.update(sampler="proportionnal"), ["Did you mean 'proportional'?"]),
         (
@@ -178,8 +185,7 @@ def test_resolved_config_round_trips(tmp_path):
     again = load_config(path)
     assert again == config
     assert again.to_dict() == config.to_dict()
-    # The resolved model section spells out every size.
-    assert again.to_dict()["model"]["intermediate_dim"] == 4 * config.model.hidden_dim
+    assert again.to_dict()["training"]["seed"] == 0  # the run record spells it out
 
 
 def test_overrides():
@@ -193,34 +199,58 @@ def test_overrides():
         load_config(precision="half")
 
 
-def test_model_size_presets_and_encoder_config():
+def test_sections_build_what_they_name():
+    """Each section's keys are the arguments of the object it builds."""
+    from mtl_keras import SharedEncoder, TextPreprocessor
+
+    config = load_config()
+    preprocessor = config.build_preprocessor(["the game was great", "the vote was close"])
+    assert isinstance(preprocessor, TextPreprocessor)
+    assert preprocessor.sequence_length == config.preprocessor["sequence_length"] == 32
+    encoder = config.build_encoder(preprocessor, "float32")
+    assert isinstance(encoder, SharedEncoder)
+    assert encoder.hidden_dim == config.encoder["hidden_dim"] == 32
+    assert encoder.vocabulary_size == preprocessor.vocabulary_size
     mapping = sample_mapping()
-    mapping["model"] = {"size": "small", "num_layers": 3}
+    del mapping["encoder"]  # the constructors' defaults apply
+    assert parse(mapping).build_encoder(preprocessor, "float32").hidden_dim == 64
+
+
+def test_a_preset_encoder_takes_the_presets_tokenizer_keys():
+    mapping = sample_mapping()
+    mapping["encoder"] = {"preset": "some/dir", "pooling": "first"}
+    mapping["preprocessor"] = {"sequence_length": 64}
     config = parse(mapping)
-    assert config.model.hidden_dim == 128 and config.model.num_layers == 3
-    encoder = config.encoder_config(vocabulary_size=321)
-    assert isinstance(encoder, EncoderConfig)
-    assert encoder.vocabulary_size == 321 and encoder.num_layers == 3
+    assert config.preset == "some/dir"
+    mapping["preprocessor"] = {"sequence_length": 64, "vocabulary_size": 100}
+    assert "Unknown key 'vocabulary_size' in preprocessor" in error_of(mapping)
+    mapping["preprocessor"] = {}
+    mapping["encoder"]["hidden_dim"] = 8
+    assert "Unknown key 'hidden_dim' in encoder" in error_of(mapping)
 
 
 def test_source_shorthands_and_label_maps():
     mapping = sample_mapping()
     mapping["data"]["train"][0]["label_map"] = {"topic": {1: "sports", 2: "food"}}
     config = parse(mapping)
-    # File cells are strings: raw values are matched as strings.
-    assert config.data.train[0].label_map == {"topic": {"1": "sports", "2": "food"}}
+    assert config.data.train[0]["label_map"] == {"topic": {1: "sports", 2: "food"}}
+    (source,) = config.sources("train")
+    assert source.label_map == {"topic": {1: "sports", 2: "food"}}
     mapping["data"]["train"][0]["label_map"] = {"rating_x": {1: 2}}
-    assert "does not carry" in error_of(mapping)
+    assert "rating_x" in error_of(mapping)
+    mapping["data"]["train"][0].pop("label_map")
+    mapping["data"]["train"][0]["text"] = 0  # a column index is fine too
+    assert parse(mapping).data.train[0]["text"] == 0
 
 
 def test_sampler_forms():
     mapping = sample_mapping()
     mapping["sampler"] = {"name": "temperature", "temperature": 3.0}
     config = parse(mapping)
-    assert config.sampler.temperature == 3.0
+    assert config.sampler_object().temperature == 3.0
     assert parse(config.to_dict()) == config
     mapping["sampler"] = "annealed"
-    assert parse(mapping).sampler.name == "annealed"
+    assert type(parse(mapping).sampler_object()).__name__ == "Annealed"
 
 
 def test_resolve_precision():
@@ -233,6 +263,7 @@ def test_shipped_configs_parse(path):
     config = load_config(path, check_files=False)
     assert config.tasks and config.data.train and config.data.dev
     assert parse(config.to_dict()) == config
+    assert yaml.safe_load(config.to_yaml()) == config.to_dict()
     if config.data_root and "shared" in path.read_text():
         if SHARED_DATA.is_dir():
             load_config(path, data_root=SHARED_DATA)  # every file exists
@@ -240,7 +271,7 @@ def test_shipped_configs_parse(path):
 
 def test_shipped_config_names():
     names = {p.stem for p in shipped_configs()}
-    assert {"sample", "glue_agnews_files", "glue_agnews_tfds", "goemotions"} <= names
+    assert {"sample", "glue_agnews_files", "glue_agnews_tfds", "goemotions", "glue_agnews_minilm"} <= names
     assert load_config("goemotions", check_files=False).tasks[0].num_classes == 28
 
 
@@ -257,7 +288,7 @@ def test_config_is_frozen():
 
 
 def test_mixture_of_per_task_sources_prepares_a_training_stream():
-    from mtl_keras.train import prepare_data
+    from mtl_keras.pipeline import read_data
 
     mapping = sample_mapping()
     mapping["data"]["train"] = [
@@ -265,10 +296,20 @@ def test_mixture_of_per_task_sources_prepares_a_training_stream():
         {"file": "sample/train.tsv", "tasks": ["sentiment", "rating"], "max_rows": 100},
     ]
     mapping["sampler"] = {"name": "temperature", "temperature": 2.0}
-    prepared = prepare_data(parse(mapping, check_files=True))
-    assert 300 < prepared.examples_per_epoch < 400  # rows with a label of their tasks
-    names = [s.name for s in prepared.train_sources]
+    data = read_data(parse(mapping, check_files=True))
+    assert 300 < data.examples_per_epoch < 400  # rows with a label of their tasks
+    names = [s.name for s in data.train_sources]
     assert len(set(names)) == 2  # repeated file names are made unique
-    features, labels, masks = next(iter(prepared.train_raw))
+    features, labels, masks = next(iter(data.mixture.epoch_dataset(0)))
     assert set(masks) == {"topic", "sentiment", "rating"}
     assert features["text"].dtype.name == "string"
+
+
+def test_with_tasks_keeps_only_their_sources_and_columns():
+    config = load_config("glue_agnews_files", check_files=False)
+    single = config.with_tasks(["ag_news"])
+    assert [t.name for t in single.tasks] == ["ag_news"]
+    assert [s["file"] for s in single.data.train] == ["ag_news/train_sample_10k.tsv"]
+    assert single.data.train[0]["label_map"] == config.data.train[2]["label_map"]
+    assert single.sampler == "joint"
+    assert single.encoder == config.encoder and single.training == config.training

@@ -1,0 +1,282 @@
+"""The report of `mtl-keras compare`: mean ± sd over seeds, paired Δ, compute.
+
+`build_report` turns the runs of `compare.compare` into the dict written to
+`compare.json`; `format_report` and `write_report` make its markdown tables.
+
+Example:
+>>> round(summary([0.5, 0.7])["mean"], 6)
+0.6
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+MULTI_TASK = "multi_task"
+SINGLE_TASK = "single_task"
+# Metrics shown as percentages (×100) in the markdown table.
+PERCENT_METRICS = (
+    "accuracy", "macro_f1", "mcc", "auc", "precision", "recall", "f1", "token_accuracy",
+)
+
+
+def summary(values):
+    """Mean, sample sd (None for one value) and the values.
+
+    Example:
+    >>> summary([0.5, 0.7])["values"]
+    [0.5, 0.7]
+    """
+    values = [float(v) for v in values]
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else None,
+        "values": values,
+    }
+
+
+def _compute_totals(computes):
+    keys = (
+        "steps",
+        "examples",
+        "padded_tokens",
+        "tokens",
+        "train_seconds",
+        "train_cpu_seconds",
+    )
+    return {k: sum(c[k] for c in computes) for k in keys}
+
+
+def build_report(config, budget, seeds, runs):
+    """The report of `compare` from its runs (complete seeds only).
+
+    Example:
+    >>> from mtl_keras.compare import Budget
+    >>> from mtl_keras.config import load_config
+    >>> config = load_config().with_tasks(["topic"])
+    >>> compute = dict.fromkeys(["steps", "examples", "padded_tokens", "tokens"], 10)
+    >>> compute.update(train_seconds=1.0, train_cpu_seconds=1.0, labelled_examples={"topic": 10})
+    >>> runs = [{"seed": 0, "model": m, "compute": compute,
+    ...          "metrics": {"topic": {"kind": "multiclass", "accuracy": a}}}
+    ...         for m, a in (("multi_task", 0.9), ("topic", 0.8))]
+    >>> report = build_report(config, Budget(1, {"topic": 10}, 1.0), [0], runs)
+    >>> round(report["tasks"]["topic"]["metrics"]["accuracy"]["difference"]["mean"], 6)
+    0.1
+    """
+    names = [t.name for t in config.tasks]
+    models = [MULTI_TASK, *names]
+    by_seed = {}
+    for run in runs:
+        by_seed.setdefault(run["seed"], {})[run["model"]] = run
+    done = [s for s in seeds if len(by_seed.get(s, {})) == len(models)]
+    tasks = {}
+    for task in config.tasks:
+        metrics = {}
+        for metric in task.metric_names():
+            multi = [by_seed[s][MULTI_TASK]["metrics"][task.name] for s in done]
+            single = [by_seed[s][task.name]["metrics"][task.name] for s in done]
+            if not done or metric not in multi[0] or metric not in single[0]:
+                continue
+            m = [r[metric] for r in multi]
+            s = [r[metric] for r in single]
+            metrics[metric] = {
+                MULTI_TASK: summary(m),
+                SINGLE_TASK: summary(s),
+                "difference": summary([a - b for a, b in zip(m, s)]),
+            }
+        seen = [
+            by_seed[s][MULTI_TASK]["compute"]["labelled_examples"][task.name]
+            for s in done
+        ]
+        tasks[task.name] = {
+            "kind": task.kind,
+            "train_rows": budget.sizes[task.name],
+            "dev_examples": (
+                by_seed[done[0]][task.name]["metrics"][task.name].get("examples")
+                if done
+                else None
+            ),
+            "examples_seen": {
+                MULTI_TASK: statistics.fmean(seen) if seen else None,
+                SINGLE_TASK: budget.single_task_examples[task.name],
+            },
+            "metrics": metrics,
+        }
+    compute = {}
+    for model in models:
+        per_seed = [by_seed[s][model]["compute"] for s in done]
+        mean = {}
+        if per_seed:
+            mean = {
+                k: statistics.fmean(c[k] for c in per_seed)
+                for k in _compute_totals(per_seed)
+            }
+        compute[model] = {"per_seed": per_seed, "mean": mean}
+    if done:
+        single_total = _compute_totals(
+            [by_seed[s][n]["compute"] for s in done for n in names]
+        )
+        multi_total = _compute_totals([by_seed[s][MULTI_TASK]["compute"] for s in done])
+        compute["single_task_sum"] = {
+            "mean": {k: v / len(done) for k, v in single_total.items()}
+        }
+        compute["ratio"] = {
+            k: multi_total[k] / single_total[k] if single_total[k] else None
+            for k in single_total
+        }
+    return {
+        "config": config.source,
+        "tasks_order": names,
+        "precision": config.precision,
+        "sampler": config.sampler,
+        "preprocessor": config.preprocessor,
+        "encoder": config.encoder,
+        "training": dataclasses.asdict(config.training),
+        "seeds": seeds,
+        "completed_seeds": done,
+        "budget": budget.to_dict(),
+        "tasks": tasks,
+        "compute": compute,
+        "runs": runs,
+        "environment": _environment(),
+    }
+
+
+def _environment():
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(v, 2) for v in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def _format_value(metric, summary, signed=False):
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0
+    digits = 2 if metric in PERCENT_METRICS else 4
+    sign = "+" if signed else ""
+    text = f"{scale * summary['mean']:{sign}.{digits}f}"
+    if summary["sd"] is not None:
+        text += f" ± {scale * summary['sd']:.{digits}f}"
+    return text
+
+
+def format_report(report):
+    """Markdown: the metrics table and the compute table of a report.
+
+    Example:
+    >>> from mtl_keras.compare import Budget
+    >>> from mtl_keras.config import load_config
+    >>> budget = Budget(1, {"topic": 1, "sentiment": 1, "rating": 1}, 1.0)
+    >>> format_report(build_report(load_config(), budget, [0], [])).splitlines()[0]
+    'Dev metrics, mean ± sd over 0 seed(s) []; accuracy, F1, MCC and AUC ×100; Δ = multi − single, paired by seed.'
+"""
+    seeds = report["completed_seeds"]
+    lines = [
+        f"Dev metrics, mean ± sd over {len(seeds)} seed(s) {seeds}; accuracy, F1, "
+        "MCC and AUC ×100; Δ = multi − single, paired by seed.",
+        "",
+        "| task | metric | multi-task | single-task | Δ | examples seen (multi / single) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, task in report["tasks"].items():
+        seen = task["examples_seen"]
+        for i, (metric, summary) in enumerate(task["metrics"].items()):
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        name if i == 0 else "",
+                        metric,
+                        _format_value(metric, summary[MULTI_TASK]),
+                        _format_value(metric, summary[SINGLE_TASK]),
+                        _format_value(metric, summary["difference"], signed=True),
+                        f"{seen[MULTI_TASK]:,.0f} / {seen[SINGLE_TASK]:,}"
+                        if i == 0 and seen[MULTI_TASK] is not None
+                        else "",
+                    ]
+                )
+                + " |"
+            )
+    lines += [
+        "",
+        "Compute per seed (mean over seeds): training examples, steps (batches), "
+        "token positions processed (padded), and the wall and CPU seconds of `fit`.",
+        "",
+        "| model | examples | steps | padded tokens | fit wall (s) | fit CPU (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    compute = report["compute"]
+    rows = [MULTI_TASK, *report["tasks_order"], "single_task_sum"]
+    for model in rows:
+        mean = compute.get(model, {}).get("mean")
+        if not mean:
+            continue
+        title = {
+            MULTI_TASK: "multi-task",
+            "single_task_sum": "**sum of single-task**",
+        }.get(model, f"single-task {model}")
+        lines.append(
+            f"| {title} | {mean['examples']:,.0f} | {mean['steps']:,.0f} | "
+            f"{mean['padded_tokens']:,.0f} | {mean['train_seconds']:.0f} | "
+            f"{mean['train_cpu_seconds']:.0f} |"
+        )
+    ratio = compute.get("ratio")
+    if ratio:
+        lines.append(
+            f"| **multi / sum of single** | {ratio['examples']:.3f} | "
+            f"{ratio['steps']:.3f} | {ratio['padded_tokens']:.3f} | "
+            f"{ratio['train_seconds']:.3f} | {ratio['train_cpu_seconds']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(report, out_dir):
+    """Writes `compare.json` and `compare.md` into `out_dir`.
+
+    Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from mtl_keras.compare import Budget
+    >>> from mtl_keras.config import load_config
+    >>> report = build_report(load_config(), Budget(1, {"topic": 1, "sentiment": 1, "rating": 1}, 1.0), [0], [])
+    >>> out = Path(tempfile.mkdtemp())
+    >>> write_report(report, out)
+    >>> sorted(p.name for p in out.iterdir())
+    ['compare.json', 'compare.md']
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(
+        json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8"
+    )
+    budget = report["budget"]
+    name = Path(report["config"]).name if report.get("config") else "config"
+    header = [
+        f"# Multi-task vs single-task: {name}",
+        "",
+        f"Budget: single-task {budget['epochs']} epoch(s) over each task's "
+        f"rows ({budget['single_task_total_examples']:,} examples in all); "
+        f"multi-task {budget['multitask_examples']:,} examples "
+        f"(rho = {budget['multitask_fraction']:.3f}), sampler "
+        f"`{report['sampler']}`, precision {report['precision']}, "
+        f"{report.get('wall_seconds', 0):.0f} s in all.",
+        "",
+        "",
+    ]
+    (out / "compare.md").write_text(
+        "\n".join(header) + format_report(report) + "\n", encoding="utf-8"
+    )
+
+
