@@ -262,23 +262,9 @@ def test_loads_in_plain_tensorflow_and_matches_keras(exported, tmp_path):
     (tmp_path / "texts.json").write_text(json.dumps([t.hex() for t in TEXTS]))
     out_file = str(tmp_path / "out.npz")
     np.savez(out_file + ".ids.npz", **x)
-    script = tmp_path / "serve.py"
-    script.write_text(FRESH_PROCESS)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            exported["saved_model"],
-            str(tmp_path / "texts.json"),
-            out_file,
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=tmp_path,
-        timeout=300,
+    _run_in_a_fresh_process(
+        tmp_path, FRESH_PROCESS, exported["saved_model"], tmp_path / "texts.json", out_file
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     with np.load(out_file, allow_pickle=True) as saved:
         arrays = dict(saved)
     assert json.loads(str(arrays.pop("metadata"))) == exported["metadata"]
@@ -425,20 +411,12 @@ FRESH_KERAS_PROCESS = textwrap.dedent(
 )
 
 
-def test_keras_file_predicts_strings_in_a_fresh_process(exported, predictor, tmp_path):
-    model = exported["model"]
-    (tmp_path / "texts.json").write_text(json.dumps(STRINGS))
-    script = tmp_path / "predict.py"
-    script.write_text(FRESH_KERAS_PROCESS)
-    out_file = str(tmp_path / "out")
+def _run_in_a_fresh_process(tmp_path, source, *args):
+    """Runs `source` as a script in a new Python process; fails with its stderr."""
+    script = tmp_path / "fresh.py"
+    script.write_text(source)
     result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            exported["keras_file"],
-            str(tmp_path / "texts.json"),
-            out_file,
-        ],
+        [sys.executable, str(script), *map(str, args)],
         capture_output=True,
         text=True,
         env=ENV,
@@ -446,6 +424,16 @@ def test_keras_file_predicts_strings_in_a_fresh_process(exported, predictor, tmp
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_keras_file_predicts_strings_in_a_fresh_process(exported, predictor, tmp_path):
+    model = exported["model"]
+    (tmp_path / "texts.json").write_text(json.dumps(STRINGS))
+    out_file = str(tmp_path / "out")
+    _run_in_a_fresh_process(
+        tmp_path, FRESH_KERAS_PROCESS, exported["keras_file"], tmp_path / "texts.json", out_file
+    )
     with np.load(out_file + ".npz") as saved:
         outputs = dict(saved)
     with open(out_file + ".json") as f:
