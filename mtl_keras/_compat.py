@@ -7,7 +7,6 @@ upgrade that changes one fails a test instead of silently changing
 behaviour. No other module touches a private Keras attribute.
 """
 
-import inspect
 
 import keras
 import keras_hub
@@ -42,10 +41,6 @@ TENSORFLOW_ONLY_LAYERS = (
     keras_hub.layers.StartEndPacker,
     keras_hub.layers.MultiSegmentPacker,
 )
-
-
-def parameters(function):
-    return tuple(inspect.signature(function).parameters)
 
 
 def accept_strings(layer):

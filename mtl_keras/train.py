@@ -30,8 +30,6 @@ from mtl_keras.kinds import get_kind
 from mtl_keras.model import MultiTaskModel
 from mtl_keras.pipeline import evaluate_tasks, fit_run
 
-RUN_FILES = ("model.keras", "vocabulary.txt", "config.yaml", "history.csv", "metrics.json")
-
 
 class RunError(ValueError):
     """A problem with a model path or a run directory; says what to fix."""
