@@ -1,4 +1,4 @@
-"""Generates the bundled multi-task sample: data/sample/{train,dev}.tsv.
+"""Generates the bundled multi-task sample: mtl_keras/data/bundled/sample/{train,dev}.tsv.
 
 The data is synthetic (template sentences, not real text). Each row is a short
 English-like review with three labels:
@@ -12,7 +12,7 @@ About 15% of each task's labels are left empty (missing), independently.
 Dev texts never repeat a train text. Deterministic: the same seed gives the
 same bytes. Standard library only.
 
-    python data/make_sample.py            # writes data/sample/
+    python data/make_sample.py            # writes mtl_keras/data/bundled/sample/
     python data/make_sample.py --out DIR --train 2000 --dev 400 --seed 13
 """
 
@@ -92,7 +92,7 @@ def write(path, rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=Path(__file__).parent / "sample", type=Path)
+    parser.add_argument("--out", default=Path(__file__).resolve().parents[1] / "mtl_keras" / "data" / "bundled" / "sample", type=Path)
     parser.add_argument("--train", default=2000, type=int)
     parser.add_argument("--dev", default=400, type=int)
     parser.add_argument("--seed", default=13, type=int)

@@ -333,7 +333,7 @@ def _resolve_root(root):
     if root is None:
         return str(Path.cwd())
     if root == BUNDLED:
-        return str(Path(__file__).resolve().parents[1] / "data")
+        return str(data_lib.BUNDLED_DIR)
     return str(Path(os.path.expanduser(str(root))).resolve())
 
 

@@ -38,7 +38,7 @@ def test_default_config_is_the_bundled_sample():
     assert [t.kind for t in config.tasks] == ["multiclass", "binary", "regression"]
     assert config.tasks[0].label_names == ("sports", "politics", "tech", "food")
     train = config.path_of(config.data.train[0])
-    assert train.is_file() and train.parts[-3:] == ("data", "sample", "train.tsv")
+    assert train.is_file() and train.parts[-4:] == ("data", "bundled", "sample", "train.tsv")
     assert config.data.train[0]["tasks"] == ["topic", "sentiment", "rating"]
     assert config.sampler == "joint" and config.sampler_object() is None
     (source,) = config.sources("train")

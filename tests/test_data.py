@@ -462,10 +462,11 @@ def test_eval_datasets_give_each_labelled_row_exactly_once():
 def test_bundled_sample_files():
     tasks, train, dev = bundled_sample()
     assert [t.kind for t in tasks] == ["multiclass", "binary", "regression"]
-    assert train.path == REPO / "data" / "sample" / "train.tsv"  # parents[2]
-    assert dev.path == REPO / "data" / "sample" / "dev.tsv"
+    sample = REPO / "mtl_keras" / "data" / "bundled" / "sample"  # package data
+    assert train.path == sample / "train.tsv"
+    assert dev.path == sample / "dev.tsv"
     assert len(train.read(tasks)) == 2000 and len(dev.read(tasks)) == 400
-    size = sum(p.stat().st_size for p in (REPO / "data" / "sample").iterdir())
+    size = sum(p.stat().st_size for p in sample.iterdir())
     assert size < 300_000
     with pytest.raises(FileNotFoundError, match="make_sample.py"):
         bundled_sample(REPO / "no_such_dir")
@@ -479,7 +480,7 @@ def test_make_sample_reproduces_the_committed_files(tmp_path):
     )
     for name in ("train.tsv", "dev.tsv"):
         assert (tmp_path / name).read_bytes() == (
-            REPO / "data" / "sample" / name
+            REPO / "mtl_keras" / "data" / "bundled" / "sample" / name
         ).read_bytes()
 
 

@@ -26,7 +26,7 @@ from mtl_keras.data.mixing import (
     get_sampler,
     largest_remainder,
 )
-from mtl_keras.data.sample import SAMPLE_TASKS, bundled_sample
+from mtl_keras.data.sample import SAMPLE_TASKS, BUNDLED_DIR, bundled_sample
 from mtl_keras.data.sources import GOEMOTIONS_LABELS, FileSource, TfdsSource
 
 __all__ = [

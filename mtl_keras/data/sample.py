@@ -1,8 +1,8 @@
-"""The bundled sample: three tasks on generated texts, in `data/sample/`.
+"""The bundled sample: three tasks on generated texts, shipped with the package.
 
-The files live at the repository root (`data/sample/train.tsv` and
-`dev.tsv`), next to the package; they are not installed with it.
-`python data/make_sample.py` regenerates them.
+The files are package data (`mtl_keras/data/bundled/sample/train.tsv` and
+`dev.tsv`), so an installed wheel has them too; `python data/make_sample.py`
+in a checkout regenerates them.
 """
 
 from pathlib import Path
@@ -10,8 +10,9 @@ from pathlib import Path
 from mtl_keras.data.sources import FileSource
 from mtl_keras.tasks import Task
 
-# mtl_keras/data/sample.py -> the repository root is parents[2].
-_SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
+# The `bundled` data root of configs (`mtl_keras.config`): package data.
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+_SAMPLE_DIR = BUNDLED_DIR / "sample"
 
 SAMPLE_TASKS = (
     Task("topic", "multiclass", 4, label_names=("sports", "politics", "tech", "food")),
@@ -23,9 +24,8 @@ SAMPLE_TASKS = (
 def bundled_sample(directory=None):
     """`(tasks, train_source, dev_source)` of the generated sample data.
 
-    The files live in `data/sample/` at the repository root, next to the
-    package (they are not installed with it); `python data/make_sample.py`
-    regenerates them.
+    The files are installed with the package (`BUNDLED_DIR / "sample"`);
+    `python data/make_sample.py` in a checkout regenerates them.
 
     Example:
     >>> tasks, train, dev = bundled_sample()
@@ -37,9 +37,8 @@ def bundled_sample(directory=None):
     directory = Path(_SAMPLE_DIR if directory is None else directory)
     if not (directory / "train.tsv").is_file() or not (directory / "dev.tsv").is_file():
         raise FileNotFoundError(
-            f"The bundled sample is not at {directory}. It is part of the "
-            "mtl_keras repository (data/sample/), not of an installed package: "
-            "run from a checkout, or regenerate it with `python data/make_sample.py`."
+            f"The bundled sample is not at {directory}; reinstall mtl_keras, or "
+            "regenerate it in a checkout with `python data/make_sample.py`."
         )
     columns = {t.name: t.name for t in SAMPLE_TASKS}
     return (
