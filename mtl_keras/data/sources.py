@@ -26,6 +26,7 @@ the value. File line numbers count from 1 and include the header line.
 """
 
 import csv
+import dataclasses
 import json
 import logging
 import numbers
@@ -84,28 +85,31 @@ def _task_columns(name, tasks):
 
 
 class _Source:
-    """Shared reading logic: records in, validated `Examples` out."""
+    """Shared reading logic: records in, validated `Examples` out.
 
-    def __init__(self, name, tasks, label_map, max_rows):
-        tasks = _task_columns(name, tasks)
-        if not tasks:
-            raise ValueError(f"Source {name}: `tasks` maps no task to a column.")
-        self.name = name
-        self.tasks = tasks
-        self.label_map = dict(label_map or {})
+    The subclasses are dataclasses of their constructor arguments;
+    `_check_arguments` normalizes and checks the shared ones.
+    """
+
+    def _check_arguments(self):
+        self.tasks = _task_columns(self.name, self.tasks)
+        if not self.tasks:
+            raise ValueError(f"Source {self.name}: `tasks` maps no task to a column.")
+        max_rows = self.max_rows
         if max_rows is not None and (
             isinstance(max_rows, bool)
             or not isinstance(max_rows, numbers.Integral)
             or max_rows < 1
         ):
             raise ValueError(
-                f"Source {name}: max_rows must be an integer >= 1, got {max_rows!r}."
+                f"Source {self.name}: max_rows must be an integer >= 1, got {max_rows!r}."
             )
         self.max_rows = None if max_rows is None else int(max_rows)
-        self._cache = {}
+        self.label_map = dict(self.label_map or {})
         unknown = set(self.label_map) - set(self.tasks)
         if unknown:
-            raise ValueError(f"Source {name}: label_map for unmapped tasks {unknown}.")
+            raise ValueError(f"Source {self.name}: label_map for unmapped tasks {unknown}.")
+        self._cache = {}
 
     def read(self, tasks, empty_text="keep"):
         """Reads and validates all rows; returns `Examples` for `tasks`."""
@@ -117,23 +121,15 @@ class _Source:
             self._cache[key] = self._collect(tasks, empty_text)
         return self._cache[key]
 
-    def _config(self, required, specific, default_name):
-        """`required`, then the arguments whose value is not their default."""
-        tasks = {
-            t: list(c) if isinstance(c, tuple) else c for t, c in self.tasks.items()
+    def get_config(self):
+        """The constructor arguments: the required ones and the non-default ones."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        defaults.update(label_map={}, **self._derived_defaults())
+        return {
+            key: _plain(getattr(self, key))
+            for key, default in defaults.items()
+            if getattr(self, key) != default
         }
-        optional = [
-            ("text", self.text_column, "text"),
-            ("tasks", tasks, None),
-            ("text_pair", self.pair_column, None),
-            *specific,  # (key, value, default)
-            ("label_map", {t: dict(m) for t, m in self.label_map.items()}, {}),
-            ("max_rows", self.max_rows, None),
-            ("name", self.name, default_name),
-        ]
-        config = dict(required)
-        config.update((k, v) for k, v, default in optional if v != default)
-        return config
 
     def _collect(self, tasks, empty_text):
         texts, pairs = [], []
@@ -142,7 +138,7 @@ class _Source:
         kinds = {t.name: t.task_kind for t in tasks}
         empty, replaced, first_empty = 0, 0, None
         for where, text, pair, raw in self._records():
-            for column, value in ((self.text_column, text), (self.pair_column, pair)):
+            for column, value in ((self.text, text), (self.text_pair, pair)):
                 if value is not None and not value.strip():
                     if empty_text == "error":
                         raise DataValidationError(
@@ -157,10 +153,10 @@ class _Source:
             num_words = len(text.split())
             for task in tasks:
                 kind, value = kinds[task.name], raw.get(task.name)
-                label_map = self.label_map.get(task.name)
                 try:
                     label = None
                     if not _is_missing(value):
+                        label_map = self.label_map.get(task.name)
                         label = kind.parse(task, value, label_map, num_words)
                 except ValueError as error:
                     end = "" if str(error).endswith("?") else "."
@@ -190,7 +186,7 @@ class _Source:
             source=self.name,
             tasks=tasks,
             text=_object_array(texts),
-            text_pair=None if self.pair_column is None else _object_array(pairs),
+            text_pair=None if self.text_pair is None else _object_array(pairs),
             labels={
                 t.name: kinds[t.name].label_array(t, labels[t.name]) for t in tasks
             },
@@ -198,12 +194,23 @@ class _Source:
         )
 
 
+def _plain(value):
+    """A copy with tuples turned into lists (what YAML and JSON hold)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass(eq=False)
 class FileSource(_Source):
     """Rows of a local CSV, TSV or JSONL file, with a column per task.
 
-    The arguments are the keys of a config's file entry: `FileSource(**entry)`.
-    They are checked here (a ValueError says what is wrong); the file itself
-    is opened only by `read`.
+    The arguments are the keys of a config's file entry: `FileSource(**entry)`,
+    and `get_config()` gives the entry back (the required and the non-default
+    arguments). They are checked here (a ValueError says what is wrong); the
+    file itself is opened only by `read`.
 
     Args:
         file: the file (a path; `path` holds it as a `Path`).
@@ -228,73 +235,55 @@ class FileSource(_Source):
     10
     >>> sorted(source.get_config())
     ['file', 'max_rows', 'tasks']
+    >>> FileSource("dev.tsv", "sentence", {"sst2": "label"}, quoting="none").get_config()
+    {'file': 'dev.tsv', 'text': 'sentence', 'tasks': {'sst2': 'label'}, 'quoting': 'none'}
     """
 
-    def __init__(
-        self,
-        file,
-        text="text",
-        tasks=None,
-        text_pair=None,
-        format=None,
-        quoting="csv",
-        header=True,
-        column_names=None,
-        label_map=None,
-        max_rows=None,
-        name=None,
-    ):
-        self.path = Path(file)
-        super().__init__(name or str(file), tasks, label_map, max_rows)
-        self.format = format or _FORMATS.get(self.path.suffix.lower())
+    file: str | Path
+    text: str | int = "text"
+    tasks: dict | list = None
+    text_pair: str | int | None = None
+    format: str | None = None
+    quoting: str = "csv"
+    header: bool = True
+    column_names: list | None = None
+    label_map: dict | None = None
+    max_rows: int | None = None
+    name: str | None = None
+
+    def __post_init__(self):
+        self.path = Path(self.file)
+        self.file = self.location = str(self.path)
+        self.name = self.name or self.file
+        self._check_arguments()
+        self.format = self.format or _FORMATS.get(self.path.suffix.lower())
         if self.format is None:
             raise ValueError(
-                f"{file}: cannot tell the format from the suffix; pass "
+                f"{self.file}: cannot tell the format from the suffix; pass "
                 "format='csv', 'tsv' or 'jsonl'."
             )
         if self.format not in ("csv", "tsv", "jsonl"):
             raise ValueError(
-                f"{file}: format must be 'csv', 'tsv' or 'jsonl', got {format!r}."
+                f"{self.file}: format must be 'csv', 'tsv' or 'jsonl', got {self.format!r}."
             )
-        if quoting not in _QUOTING:
-            raise ValueError(f"quoting must be 'csv' or 'none', got {quoting!r}.")
-        if not isinstance(header, bool):
-            raise ValueError(f"{file}: header must be True or False, got {header!r}.")
-        if column_names is not None:
-            if not isinstance(column_names, (list, tuple)) or not all(
-                isinstance(c, str) for c in column_names
+        if self.quoting not in _QUOTING:
+            raise ValueError(f"quoting must be 'csv' or 'none', got {self.quoting!r}.")
+        if not isinstance(self.header, bool):
+            raise ValueError(
+                f"{self.file}: header must be True or False, got {self.header!r}."
+            )
+        names = self.column_names
+        if names is not None:
+            if not isinstance(names, (list, tuple)) or not all(
+                isinstance(c, str) for c in names
             ):
                 raise ValueError(
-                    f"{file}: column_names must be a list of strings, got "
-                    f"{column_names!r}."
+                    f"{self.file}: column_names must be a list of strings, got {names!r}."
                 )
-            column_names = list(column_names)
-        self.quoting = quoting
-        self.header = header
-        self.column_names = column_names
-        self.text_column = text
-        self.pair_column = text_pair
-        self.location = str(self.path)
+            self.column_names = list(names)
 
-    def get_config(self):
-        """The constructor arguments (the required and the non-default ones).
-
-        Example:
-        >>> source = FileSource("dev.tsv", "sentence", {"sst2": "label"},
-        ...                     quoting="none")
-        >>> source.get_config()
-        {'file': 'dev.tsv', 'text': 'sentence', 'tasks': {'sst2': 'label'}, 'quoting': 'none'}
-        """
-        return self._config(
-            {"file": str(self.path)},
-            [
-                ("format", self.format, _FORMATS.get(self.path.suffix.lower())),
-                ("quoting", self.quoting, "csv"),
-                ("header", self.header, True),
-                ("column_names", self.column_names, None),
-            ],
-            str(self.path),
-        )
+    def _derived_defaults(self):
+        return {"format": _FORMATS.get(self.path.suffix.lower()), "name": self.file}
 
     def _records(self):
         if not self.path.is_file():
@@ -304,12 +293,9 @@ class FileSource(_Source):
             for count, (where, get) in enumerate(rows):
                 if self.max_rows is not None and count >= self.max_rows:
                     return
-                text = get(self.text_column)
-                pair = None if self.pair_column is None else get(self.pair_column)
-                for column, value in (
-                    (self.text_column, text),
-                    (self.pair_column, pair),
-                ):
+                text = get(self.text)
+                pair = None if self.text_pair is None else get(self.text_pair)
+                for column, value in ((self.text, text), (self.text_pair, pair)):
                     if column is not None and not isinstance(value, str):
                         raise DataValidationError(
                             f"Text column {column!r} of {self.path}, {where} holds "
@@ -349,7 +335,7 @@ class FileSource(_Source):
         if self.header:
             header = next(reader, [])
             names = names or header
-        columns = [self.text_column, self.pair_column, *self.tasks.values()]
+        columns = [self.text, self.text_pair, *self.tasks.values()]
         index = {c: self._column_index(c, names) for c in columns if c is not None}
         needed = max(index.values()) + 1
         for record in reader:
@@ -377,6 +363,7 @@ class FileSource(_Source):
         return list(names).index(column)
 
 
+@dataclasses.dataclass(eq=False)
 class TfdsSource(_Source):
     """Examples of a TensorFlow Datasets split, loaded with `tfds.load`.
 
@@ -412,50 +399,36 @@ class TfdsSource(_Source):
     ...     examples = source.read([Task("sentiment", "binary")])
     >>> len(examples)
     4
+    >>> TfdsSource("glue/sst2", "train", "sentence", ["label"]).get_config()
+    {'tfds': 'glue/sst2', 'split': 'train', 'text': 'sentence', 'tasks': {'label': 'label'}}
     """
 
-    def __init__(
-        self,
-        tfds,
-        split,
-        text="text",
-        tasks=None,
-        text_pair=None,
-        data_dir=None,
-        label_map=None,
-        max_rows=None,
-        name=None,
-        download=False,
-    ):
-        super().__init__(name or f"{tfds}:{split}", tasks, label_map, max_rows)
-        if not isinstance(download, bool):
-            raise ValueError(f"download must be True or False, got {download!r}.")
-        self.download = download
-        self.dataset = tfds
-        self.split = split
-        self.data_dir = data_dir
-        self.text_column = text
-        self.pair_column = text_pair
-        self.location = f"tfds {tfds!r} split {split!r}"
+    tfds: str
+    split: str
+    text: str = "text"
+    tasks: dict | list = None
+    text_pair: str | None = None
+    data_dir: str | None = None
+    label_map: dict | None = None
+    max_rows: int | None = None
+    name: str | None = None
+    download: bool = False
 
-    def get_config(self):
-        """The constructor arguments (the required and the non-default ones).
+    def __post_init__(self):
+        self.name = self.name or self._derived_defaults()["name"]
+        self._check_arguments()
+        if not isinstance(self.download, bool):
+            raise ValueError(f"download must be True or False, got {self.download!r}.")
+        self.location = f"tfds {self.tfds!r} split {self.split!r}"
 
-        Example:
-        >>> TfdsSource("glue/sst2", "train", "sentence", ["label"]).get_config()
-        {'tfds': 'glue/sst2', 'split': 'train', 'text': 'sentence', 'tasks': {'label': 'label'}}
-        """
-        return self._config(
-            {"tfds": self.dataset, "split": self.split},
-            [("data_dir", self.data_dir, None), ("download", self.download, False)],
-            f"{self.dataset}:{self.split}",
-        )
+    def _derived_defaults(self):
+        return {"name": f"{self.tfds}:{self.split}"}
 
     def _records(self):
         import tensorflow_datasets as tfds
 
         try:
-            ds = tfds.load(self.dataset, split=self.split, data_dir=self.data_dir,
+            ds = tfds.load(self.tfds, split=self.split, data_dir=self.data_dir,
                            shuffle_files=False, download=self.download)  # fmt: skip
         except Exception as error:  # tfds raises several types (name, not prepared)
             raise DataValidationError(
@@ -469,8 +442,8 @@ class TfdsSource(_Source):
         for number, example in enumerate(tfds.as_numpy(ds)):
             where = f"example {number}"
             get = self._getter(example, where)
-            text = _decode(get(self.text_column))
-            pair = None if self.pair_column is None else _decode(get(self.pair_column))
+            text = _decode(get(self.text))
+            pair = None if self.text_pair is None else _decode(get(self.text_pair))
             raw = {}
             for task, key in self.tasks.items():
                 if isinstance(key, str):
