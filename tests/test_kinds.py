@@ -1,12 +1,11 @@
 """Task kinds: each kind's contract, and a new kind added from a test alone."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
-from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
-from mtl_keras import kinds
+from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor, kinds
 from mtl_keras.data import FileSource
 from mtl_keras.export import export_saved_model, load_for_serving
 from mtl_keras.kinds import KINDS, TaskKind, get_kind, register_kind
@@ -66,6 +65,18 @@ def test_every_kind_has_a_headline_metric_among_its_metrics():
         task = Task("t", name, num_classes=3)
         assert kind.headline_metric == task.metric_names()[0], name
         assert all(m.name.startswith("t_") for m in task.metrics())
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel", "regression"])
+def test_every_kind_but_tagging_plots_its_dev_predictions(kind):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    task = Task("t", kind, num_classes=3)
+    labels = task.task_kind.label_array(task, [task.task_kind.placeholder(task, 1)] * 4)
+    figure, suffix = task.task_kind.plot(task, labels, np.zeros((4, task.head_units)))
+    assert figure.axes and suffix in ("confusion", "predictions")
+    assert get_kind("tagging").plot(Task("t", "tagging", 3), labels, None) is None
 
 
 def test_unknown_kind_suggests_the_closest():

@@ -128,7 +128,7 @@ class TaskKind:
     Class attributes: `name`; `single_output` (one logit or value, so
     `num_classes` is 1); `per_token` (the head reads the encoder's sequence
     output); `headline_metric` (shown in progress lines and first in
-    tables).
+    tables); `loss_class` (built by `loss()` on logits).
 
     Example:
     >>> from mtl_keras import Task
@@ -142,12 +142,13 @@ class TaskKind:
     single_output = False
     per_token = False
     headline_metric = None
+    loss_class = None  # a Keras loss taking `from_logits`, for `loss()`
 
     # --- The spec -----------------------------------------------------------
 
     def label_count(self, task):
-        """How many label names the task has (0: none)."""
-        return task.num_classes
+        """How many label names the task has (0: none, as for a number)."""
+        return 0
 
     def head_units(self, task):
         return task.num_classes
@@ -156,7 +157,7 @@ class TaskKind:
 
     def loss(self):
         """A loss object on logits with `reduction=None` (one value per unit)."""
-        raise NotImplementedError
+        return self.loss_class(from_logits=True, reduction=None)
 
     def metrics(self, task):
         """`{suffix: fresh metric}`, headline first; logged as `<task>_<suffix>`."""
@@ -164,6 +165,8 @@ class TaskKind:
 
     def loss_inputs(self, labels, logits):
         """`(labels, logits)` shaped for `loss()` and the metrics."""
+        if self.single_output:  # one float label per row, like the logits
+            labels = tf.reshape(tf.cast(labels, "float32"), (-1, 1))
         return labels, logits
 
     def metric_inputs(self, task, labels, logits):
@@ -218,8 +221,26 @@ class ClassKind(TaskKind):
     2
     """
 
+    def label_count(self, task):
+        return 2 if self.single_output else task.num_classes  # one logit: two classes
+
     def parse(self, task, value, label_map, num_words):
         return parse_class(task.classes, value, label_map)
+
+    def class_outputs(self, task, p, label):
+        """The serving outputs `<task>_probabilities` and `<task>_label`."""
+        return {f"{task.name}_probabilities": p, f"{task.name}_label": label}
+
+    def class_probabilities(self, p):
+        """One row of `<task>_probabilities` as a probability per class."""
+        return p
+
+    def format(self, task, outputs, row, top_k=None):
+        p = self.class_probabilities(outputs[f"{task.name}_probabilities"][row])
+        return {
+            "label": outputs[f"{task.name}_label"][row].decode(),
+            "probabilities": top_probabilities(task.classes, p, top_k),
+        }
 
 
 def top_probabilities(classes, p, top_k=None):

@@ -4,12 +4,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtl_keras import plots
 from mtl_keras.kinds.base import (
     THRESHOLD,
     ClassKind,
     as_list,
     parse_class,
-    top_probabilities,
 )
 from mtl_keras.metrics import LogitF1Score
 
@@ -26,20 +26,17 @@ class Multilabel(ClassKind):
 
     name = "multilabel"
     headline_metric = "macro_f1"
-
-    def loss(self):
-        return keras.losses.BinaryCrossentropy(from_logits=True, reduction=None)
+    loss_class = keras.losses.BinaryCrossentropy
 
     def metrics(self, task):
-        prefix = task.name + "_"
         return {
-            "macro_f1": LogitF1Score(task.num_classes, sparse=False, name=prefix + "macro_f1"),
-            "accuracy": keras.metrics.BinaryAccuracy(threshold=0.0, name=prefix + "accuracy"),
+            "macro_f1": LogitF1Score(task.num_classes, sparse=False, name=f"{task.name}_macro_f1"),
+            "accuracy": keras.metrics.BinaryAccuracy(threshold=0.0, name=f"{task.name}_accuracy"),
             "auc": keras.metrics.AUC(
                 from_logits=True,
                 multi_label=True,
                 num_labels=task.num_classes,
-                name=prefix + "auc",
+                name=f"{task.name}_auc",
             ),
         }
 
@@ -70,20 +67,16 @@ class Multilabel(ClassKind):
         names = tf.constant(task.classes, tf.string)
         chosen = tf.ragged.boolean_mask(tf.broadcast_to(names, tf.shape(p)), p > THRESHOLD)
         label = tf.strings.reduce_join(chosen, axis=1, separator=",")
-        return {f"{task.name}_probabilities": p, f"{task.name}_label": label}
+        return self.class_outputs(task, p, label)
 
     def format(self, task, outputs, row, top_k=None):
-        p = outputs[f"{task.name}_probabilities"][row]
-        label = outputs[f"{task.name}_label"][row].decode()
-        return {
-            "label": label.split(",") if label else [],
-            "probabilities": top_probabilities(task.classes, p, top_k),
-        }
+        formatted = super().format(task, outputs, row, top_k)
+        label = formatted["label"]
+        formatted["label"] = label.split(",") if label else []
+        return formatted
 
     def plot(self, task, labels, outputs):
-        from mtl_keras import plots
-
         predicted, truth = np.asarray(outputs) > 0, np.asarray(labels) > 0.5
         outcomes = [(~truth & ~predicted), (~truth & predicted), (truth & ~predicted), (truth & predicted)]
         counts = np.stack([o.sum(0) for o in outcomes], axis=1)  # TN, FP, FN, TP
-        return plots.plot_multilabelconfusion_counts(counts, task.classes, task.name), "confusion"
+        return plots.plot_multilabel_confusion(counts, task.classes, task.name), "confusion"

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtl_keras import plots
 from mtl_keras.kinds.base import TaskKind, apply_label_map
 
 
@@ -24,21 +25,14 @@ class Regression(TaskKind):
     single_output = True
     headline_metric = "mae"
 
-    def label_count(self, task):
-        return 0
-
     def loss(self):
         return keras.losses.MeanSquaredError(reduction=None)
 
     def metrics(self, task):
-        prefix = task.name + "_"
         return {
-            "mae": keras.metrics.MeanAbsoluteError(name=prefix + "mae"),
-            "mse": keras.metrics.MeanSquaredError(name=prefix + "mse"),
+            "mae": keras.metrics.MeanAbsoluteError(name=f"{task.name}_mae"),
+            "mse": keras.metrics.MeanSquaredError(name=f"{task.name}_mse"),
         }
-
-    def loss_inputs(self, labels, logits):
-        return tf.reshape(tf.cast(labels, "float32"), (-1, 1)), logits
 
     def parse(self, task, value, label_map, num_words):
         value = apply_label_map(value, label_map)
@@ -62,6 +56,4 @@ class Regression(TaskKind):
         return {"value": float(outputs[f"{task.name}_value"][row])}
 
     def plot(self, task, labels, outputs):
-        from mtl_keras import plots
-
         return plots.plot_regression(labels, outputs, task.name), "predictions"
