@@ -76,17 +76,6 @@ def single_task_config(config, task_name):
     return config.with_tasks([task_name])
 
 
-def with_seed(config, seed):
-    """with_seed.
-
-    Example:
-    >>> from mtl_keras.config import load_config
-    >>> with_seed(load_config(), 3).training.seed
-    3
-    """
-    return config.replace(seed=int(seed))
-
-
 def task_sizes(config):
     """`{task: labelled training rows}` (what its single-task run trains on).
 
@@ -178,12 +167,7 @@ def multitask_config(config, budget):
 
 
 def compare(
-    config,
-    seeds=3,
-    out_dir=None,
-    multitask_budget=None,
-    vocabulary="shared",
-    verbose=1,
+    config, seeds=3, out_dir=None, multitask_budget=None, vocabulary="shared", verbose=1
 ):
     """Multi-task model against one single-task model per task, over seeds.
 
@@ -238,18 +222,14 @@ def compare(
         raise ConfigError(f"multitask_budget must be > 0, got {multitask_budget}.")
     budget = Budget(config.training.epochs, task_sizes(config), multitask_budget)
     configs = {MULTI_TASK: multitask_config(config, budget)}
-    for name in names:
-        configs[name] = single_task_config(config, name)
-    examples = {MULTI_TASK: budget.multitask_examples}
-    examples.update(budget.single_task_examples)
-    seed_values = [config.training.seed + i for i in range(seeds)]
+    configs.update({name: single_task_config(config, name) for name in names})
+    examples = {MULTI_TASK: budget.multitask_examples, **budget.single_task_examples}
     out = None if out_dir is None else Path(out_dir)
     if out is not None:
         (out / "configs").mkdir(parents=True, exist_ok=True)
         for model_name, model_config in configs.items():
-            (out / "configs" / f"{model_name}.yaml").write_text(
-                model_config.to_yaml(), encoding="utf-8"
-            )
+            path = out / "configs" / f"{model_name}.yaml"
+            path.write_text(model_config.to_yaml(), encoding="utf-8")
     if verbose:
         print(
             f"Comparing a multi-task model on {', '.join(names)} with "
@@ -262,35 +242,28 @@ def compare(
             flush=True,
         )
 
-    vocabularies = {}  # learned once per model (or once for all), reused
-    runs = []
-    report = None
+    # The multi-task model runs first in each seed: with vocabulary="shared"
+    # its vocabulary (learned from all tasks' texts) is every model's.
+    vocabularies = {}
+    runs, report = [], None
+    seed_values = [config.training.seed + i for i in range(seeds)]
     for seed in seed_values:
         for model_name, model_config in configs.items():
+            key = MULTI_TASK if vocabulary == "shared" else model_name
             label = f"seed {seed} {model_name}"
             result = fit_run(
-                with_seed(model_config, seed),
+                model_config.replace(seed=seed),
                 examples=examples[model_name],
-                preprocessor=vocabularies.get(_vocabulary_key(model_name, vocabulary)),
+                preprocessor=vocabularies.get(key),
                 label=label,
                 verbose=0,
                 with_predictions=False,
             )
-            vocabularies[_vocabulary_key(model_name, vocabulary)] = result.model.preprocessor
-            runs.append(
-                {
-                    "seed": seed,
-                    "model": model_name,
-                    "metrics": result.metrics,
-                    "compute": result.compute,
-                }
-            )
+            vocabularies[key] = result.model.preprocessor
+            metrics, c = result.metrics, result.compute
+            runs.append({"seed": seed, "model": model_name, "metrics": metrics, "compute": c})
             if verbose:
-                c = result.compute
-                headline = ", ".join(
-                    f"{task} {_headline(metrics)}"
-                    for task, metrics in result.metrics.items()
-                )
+                headline = ", ".join(f"{t} {_headline(m)}" for t, m in metrics.items())
                 print(
                     f"  {label}: {c['examples']:,} examples, {c['steps']} steps, "
                     f"fit {c['train_seconds']:.0f} s "
@@ -309,12 +282,6 @@ def compare(
         if out is not None:
             print(f"\nWritten: {out / 'compare.json'}, {out / 'compare.md'}")
     return report
-
-
-def _vocabulary_key(model_name, mode):
-    # The multi-task model runs first in each seed: its vocabulary (from all
-    # tasks' texts) is the shared one.
-    return MULTI_TASK if mode == "shared" else model_name
 
 
 def _headline(metrics):

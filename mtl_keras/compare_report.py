@@ -42,16 +42,13 @@ def summary(values):
     }
 
 
+COMPUTE_KEYS = (
+    "steps", "examples", "padded_tokens", "tokens", "train_seconds", "train_cpu_seconds",
+)
+
+
 def _compute_totals(computes):
-    keys = (
-        "steps",
-        "examples",
-        "padded_tokens",
-        "tokens",
-        "train_seconds",
-        "train_cpu_seconds",
-    )
-    return {k: sum(c[k] for c in computes) for k in keys}
+    return {k: sum(c[k] for c in computes) for k in COMPUTE_KEYS}
 
 
 def build_report(config, budget, seeds, runs):
@@ -76,33 +73,28 @@ def build_report(config, budget, seeds, runs):
     for run in runs:
         by_seed.setdefault(run["seed"], {})[run["model"]] = run
     done = [s for s in seeds if len(by_seed.get(s, {})) == len(models)]
+
+    def per_seed(model, key):  # the runs of `model` in the complete seeds
+        return [by_seed[s][model][key] for s in done]
+
     tasks = {}
     for task in config.tasks:
+        multi = [m[task.name] for m in per_seed(MULTI_TASK, "metrics")]
+        single = [m[task.name] for m in per_seed(task.name, "metrics")]
         metrics = {}
         for metric in task.metric_names():
-            multi = [by_seed[s][MULTI_TASK]["metrics"][task.name] for s in done]
-            single = [by_seed[s][task.name]["metrics"][task.name] for s in done]
-            if not done or metric not in multi[0] or metric not in single[0]:
-                continue
-            m = [r[metric] for r in multi]
-            s = [r[metric] for r in single]
-            metrics[metric] = {
-                MULTI_TASK: summary(m),
-                SINGLE_TASK: summary(s),
-                "difference": summary([a - b for a, b in zip(m, s)]),
-            }
-        seen = [
-            by_seed[s][MULTI_TASK]["compute"]["labelled_examples"][task.name]
-            for s in done
-        ]
+            if done and metric in multi[0] and metric in single[0]:
+                m, s = [r[metric] for r in multi], [r[metric] for r in single]
+                metrics[metric] = {
+                    MULTI_TASK: summary(m),
+                    SINGLE_TASK: summary(s),
+                    "difference": summary([a - b for a, b in zip(m, s)]),
+                }
+        seen = [c["labelled_examples"][task.name] for c in per_seed(MULTI_TASK, "compute")]
         tasks[task.name] = {
             "kind": task.kind,
             "train_rows": budget.sizes[task.name],
-            "dev_examples": (
-                by_seed[done[0]][task.name]["metrics"][task.name].get("examples")
-                if done
-                else None
-            ),
+            "dev_examples": single[0].get("examples") if done else None,
             "examples_seen": {
                 MULTI_TASK: statistics.fmean(seen) if seen else None,
                 SINGLE_TASK: budget.single_task_examples[task.name],
@@ -111,19 +103,14 @@ def build_report(config, budget, seeds, runs):
         }
     compute = {}
     for model in models:
-        per_seed = [by_seed[s][model]["compute"] for s in done]
+        computes = per_seed(model, "compute")
         mean = {}
-        if per_seed:
-            mean = {
-                k: statistics.fmean(c[k] for c in per_seed)
-                for k in _compute_totals(per_seed)
-            }
-        compute[model] = {"per_seed": per_seed, "mean": mean}
+        if computes:
+            mean = {k: statistics.fmean(c[k] for c in computes) for k in COMPUTE_KEYS}
+        compute[model] = {"per_seed": computes, "mean": mean}
     if done:
-        single_total = _compute_totals(
-            [by_seed[s][n]["compute"] for s in done for n in names]
-        )
-        multi_total = _compute_totals([by_seed[s][MULTI_TASK]["compute"] for s in done])
+        single_total = _compute_totals([c for n in names for c in per_seed(n, "compute")])
+        multi_total = _compute_totals(per_seed(MULTI_TASK, "compute"))
         compute["single_task_sum"] = {
             "mean": {k: v / len(done) for k, v in single_total.items()}
         }
@@ -172,6 +159,17 @@ def _format_value(metric, summary, signed=False):
     return text
 
 
+def _row(cells):
+    return "| " + " | ".join(cells) + " |"
+
+
+# The columns of the compute table, with their number formats.
+_COMPUTE_COLUMNS = {
+    "examples": ",.0f", "steps": ",.0f", "padded_tokens": ",.0f",
+    "train_seconds": ".0f", "train_cpu_seconds": ".0f",
+}
+
+
 def format_report(report):
     """Markdown: the metrics table and the compute table of a report.
 
@@ -191,24 +189,16 @@ def format_report(report):
         "|---|---|---:|---:|---:|---:|",
     ]
     for name, task in report["tasks"].items():
-        seen = task["examples_seen"]
-        for i, (metric, summary) in enumerate(task["metrics"].items()):
-            lines.append(
-                "| "
-                + " | ".join(
-                    [
-                        name if i == 0 else "",
-                        metric,
-                        _format_value(metric, summary[MULTI_TASK]),
-                        _format_value(metric, summary[SINGLE_TASK]),
-                        _format_value(metric, summary["difference"], signed=True),
-                        f"{seen[MULTI_TASK]:,.0f} / {seen[SINGLE_TASK]:,}"
-                        if i == 0 and seen[MULTI_TASK] is not None
-                        else "",
-                    ]
-                )
-                + " |"
-            )
+        seen, seen_text = task["examples_seen"], ""
+        if seen[MULTI_TASK] is not None:
+            seen_text = f"{seen[MULTI_TASK]:,.0f} / {seen[SINGLE_TASK]:,}"
+        for i, (metric, summaries) in enumerate(task["metrics"].items()):
+            task_name, seen_text = (name, seen_text) if i == 0 else ("", "")
+            values = [
+                _format_value(metric, summaries[key], signed=key == "difference")
+                for key in (MULTI_TASK, SINGLE_TASK, "difference")
+            ]
+            lines.append(_row([task_name, metric, *values, seen_text]))
     lines += [
         "",
         "Compute per seed (mean over seeds): training examples, steps (batches), "
@@ -218,27 +208,15 @@ def format_report(report):
         "|---|---:|---:|---:|---:|---:|",
     ]
     compute = report["compute"]
-    rows = [MULTI_TASK, *report["tasks_order"], "single_task_sum"]
-    for model in rows:
+    titles = {MULTI_TASK: "multi-task", "single_task_sum": "**sum of single-task**"}
+    for model in [MULTI_TASK, *report["tasks_order"], "single_task_sum"]:
         mean = compute.get(model, {}).get("mean")
-        if not mean:
-            continue
-        title = {
-            MULTI_TASK: "multi-task",
-            "single_task_sum": "**sum of single-task**",
-        }.get(model, f"single-task {model}")
-        lines.append(
-            f"| {title} | {mean['examples']:,.0f} | {mean['steps']:,.0f} | "
-            f"{mean['padded_tokens']:,.0f} | {mean['train_seconds']:.0f} | "
-            f"{mean['train_cpu_seconds']:.0f} |"
-        )
-    ratio = compute.get("ratio")
-    if ratio:
-        lines.append(
-            f"| **multi / sum of single** | {ratio['examples']:.3f} | "
-            f"{ratio['steps']:.3f} | {ratio['padded_tokens']:.3f} | "
-            f"{ratio['train_seconds']:.3f} | {ratio['train_cpu_seconds']:.3f} |"
-        )
+        if mean:
+            cells = [format(mean[k], spec) for k, spec in _COMPUTE_COLUMNS.items()]
+            lines.append(_row([titles.get(model, f"single-task {model}"), *cells]))
+    if compute.get("ratio"):
+        cells = [f"{compute['ratio'][k]:.3f}" for k in _COMPUTE_COLUMNS]
+        lines.append(_row(["**multi / sum of single**", *cells]))
     return "\n".join(lines)
 
 
