@@ -25,17 +25,13 @@ def _pyplot():
 
 def _metric_names(history, task_names):
     """Metric suffixes logged for at least one task, `loss` first."""
-    names = []
-    for key in history:
-        if key.startswith("val_"):
-            continue
-        for task in task_names:
-            if key.startswith(task + "_"):
-                suffix = key[len(task) + 1 :]
-                if suffix not in names:
-                    names.append(suffix)
-    names.sort(key=lambda n: (n != "loss", n))
-    return names
+    names = {
+        key[len(task) + 1 :]
+        for key in history
+        for task in task_names
+        if key.startswith(task + "_") and not key.startswith("val_")
+    }
+    return sorted(names, key=lambda n: (n != "loss", n))
 
 
 def plot_learning_curves(history, task_names):
@@ -63,21 +59,12 @@ def plot_learning_curves(history, task_names):
         for i, task in enumerate(task_names):
             for prefix, style, split in (("", "-", "train"), ("val_", "--", "dev")):
                 values = history.get(f"{prefix}{task}_{metric}")
-                if values is None:
-                    continue
-                epochs = np.arange(1, len(values) + 1)
-                ax.plot(
-                    epochs,
-                    values,
-                    style,
-                    marker="o",
-                    markersize=3,
-                    color=colours(i % 10),
-                    label=f"{task} ({split})",
-                )
-        ax.set_title(metric.replace("_", " "))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric.replace("_", " "))
+                if values is not None:
+                    epochs = np.arange(1, len(values) + 1)
+                    ax.plot(epochs, values, style, marker="o", markersize=3,
+                            color=colours(i % 10), label=f"{task} ({split})")  # fmt: skip
+        title = metric.replace("_", " ")
+        ax.set(title=title, xlabel="epoch", ylabel=title)
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
         if ax.lines:
@@ -89,19 +76,26 @@ def plot_learning_curves(history, task_names):
     return figure
 
 
-def _counts_heatmap(ax, figure, counts, shares, colorbar_label, annotate=True):
-    """Shares as a heatmap, each cell annotated with its count."""
+def _counts_heatmap(counts, figsize, colorbar_label, annotate=True):
+    """`(figure, ax)`: each row's shares as a heatmap, cells annotated with counts."""
+    counts = np.asarray(counts)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    figure, ax = _pyplot().subplots(figsize=figsize)
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
     figure.colorbar(image, ax=ax, label=colorbar_label)
     if annotate:
         for (i, j), count in np.ndenumerate(counts):
             colour = "white" if shares[i, j] > 0.5 else "black"
             ax.text(j, i, str(int(count)), ha="center", va="center", color=colour, fontsize=7)
+    return figure, ax
 
 
-def _row_shares(counts):
-    totals = counts.sum(axis=1, keepdims=True)
-    return np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+def _finish(figure, ax, xlabel, ylabel, title):
+    """Labels the axes, lays the figure out and returns it."""
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    figure.tight_layout()
+    return figure
 
 
 def plot_confusion_matrix(matrix, label_names, task_name=""):
@@ -117,22 +111,16 @@ def plot_confusion_matrix(matrix, label_names, task_name=""):
     >>> figure.axes[0].get_xlabel()
     'predicted label'
     """
-    plt = _pyplot()
-    matrix = np.asarray(matrix)
     size = max(3.5, 0.55 * len(label_names) + 2.0)
-    figure, ax = plt.subplots(figsize=(size + 1.0, size))
-    _counts_heatmap(
-        ax, figure, matrix, _row_shares(matrix), "share of the true label's examples",
+    figure, ax = _counts_heatmap(
+        matrix, (size + 1.0, size), "share of the true label's examples",
         annotate=len(label_names) <= 12,
-    )
+    )  # fmt: skip
     ticks = np.arange(len(label_names))
     ax.set_xticks(ticks, label_names, rotation=45, ha="right")
     ax.set_yticks(ticks, label_names)
-    ax.set_xlabel("predicted label")
-    ax.set_ylabel("true label")
-    ax.set_title(f"{task_name}: confusion matrix (dev)")
-    figure.tight_layout()
-    return figure
+    title = f"{task_name}: confusion matrix (dev)"
+    return _finish(figure, ax, "predicted label", "true label", title)
 
 
 def plot_multilabel_confusion(counts, label_names, task_name=""):
@@ -143,17 +131,12 @@ def plot_multilabel_confusion(counts, label_names, task_name=""):
     >>> [t.get_text() for t in figure.axes[0].get_xticklabels()][-1]
     'true pos'
     """
-    plt = _pyplot()
-    counts = np.asarray(counts)
-    figure, ax = plt.subplots(figsize=(6.0, max(3.0, 0.3 * len(label_names) + 1.5)))
-    _counts_heatmap(ax, figure, counts, _row_shares(counts), "share of examples")
+    height = max(3.0, 0.3 * len(label_names) + 1.5)
+    figure, ax = _counts_heatmap(counts, (6.0, height), "share of examples")
     ax.set_xticks(np.arange(4), ["true neg", "false pos", "false neg", "true pos"])
     ax.set_yticks(np.arange(len(label_names)), label_names)
-    ax.set_xlabel("outcome (threshold 0.5)")
-    ax.set_ylabel("label")
-    ax.set_title(f"{task_name}: per-label confusion (dev)")
-    figure.tight_layout()
-    return figure
+    title = f"{task_name}: per-label confusion (dev)"
+    return _finish(figure, ax, "outcome (threshold 0.5)", "label", title)
 
 
 def plot_regression(y_true, y_pred, task_name=""):
@@ -163,22 +146,18 @@ def plot_regression(y_true, y_pred, task_name=""):
     >>> plot_regression([1.0, 2.0], [1.5, 1.8], "rating").axes[0].get_ylabel()
     'predicted value'
     """
-    plt = _pyplot()
     y_true = np.asarray(y_true, "float64").ravel()
     y_pred = np.asarray(y_pred, "float64").ravel()
-    figure, ax = plt.subplots(figsize=(4.5, 4.5))
+    figure, ax = _pyplot().subplots(figsize=(4.5, 4.5))
     ax.scatter(y_true, y_pred, s=8, alpha=0.4)
     if y_true.size:
         low = min(y_true.min(), y_pred.min())
         high = max(y_true.max(), y_pred.max())
         ax.plot([low, high], [low, high], "k--", linewidth=1, label="y = x")
         ax.legend(fontsize="small")
-    ax.set_xlabel("true value")
-    ax.set_ylabel("predicted value")
-    ax.set_title(f"{task_name}: predictions (dev)")
     ax.grid(alpha=0.3)
-    figure.tight_layout()
-    return figure
+    title = f"{task_name}: predictions (dev)"
+    return _finish(figure, ax, "true value", "predicted value", title)
 
 
 def save_figure(figure, path):
