@@ -15,6 +15,7 @@ Python code (a `Lambda` layer) are refused (`load_keras_model`).
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 
@@ -122,17 +123,13 @@ def export_saved_model(model, path):
     archive = keras.export.ExportArchive()
     archive.track(preprocessor)  # its lookup tables
     archive.track(model)
-    archive.add_endpoint(
-        "serving_default", model.serve_text, input_signature=model.text_signature()
-    )
-    archive.add_endpoint(
-        "serve_token_ids", model.serving_outputs, input_signature=IDS_SIGNATURE
-    )
-    archive.add_endpoint(
-        "metadata",
-        lambda: {"metadata": tf.constant(metadata_json)},
-        input_signature=[],
-    )
+    endpoints = {  # name: (function, input signature), as in SIGNATURES
+        "serving_default": (model.serve_text, model.text_signature()),
+        "serve_token_ids": (model.serving_outputs, IDS_SIGNATURE),
+        "metadata": (lambda: {"metadata": tf.constant(metadata_json)}, []),
+    }
+    for name, (function, signature) in endpoints.items():
+        archive.add_endpoint(name, function, input_signature=signature)
     with tempfile.TemporaryDirectory() as tmp:
         metadata_path = os.path.join(tmp, METADATA_FILE)
         with open(metadata_path, "w", encoding="utf-8") as f:
@@ -183,20 +180,9 @@ def load_saved_model(path):
 
 def _code_in_config(config):
     """The class names in a `.keras` config that carry Python code, if any."""
-    found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            class_name = node.get("class_name")
-            if class_name in ("__lambda__", "Lambda"):
-                found.append(class_name)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(config)
+    # In canonical JSON a `"class_name": "..."` pair is a key and its value:
+    # quotes inside strings are escaped.
+    found = re.findall(r'"class_name": "(Lambda|__lambda__)"', json.dumps(config))
     return sorted(set(found))
 
 
@@ -322,15 +308,14 @@ class Predictor:
 
     def predict_arrays(self, texts, text_pairs=None):
         """Runs one batch; returns the signature outputs as numpy arrays."""
-        inputs = {"text": tf.constant([to_bytes(t) for t in texts], tf.string)}
+        columns = {"text": texts}
         if self.pair:
             if text_pairs is None or len(text_pairs) != len(texts):
                 raise ValueError("This model takes sentence pairs: pass text_pairs.")
-            inputs["text_pair"] = tf.constant(
-                [to_bytes(t) for t in text_pairs], tf.string
-            )
+            columns["text_pair"] = text_pairs
         elif text_pairs is not None:
             raise ValueError("This model takes single texts, not text_pairs.")
+        inputs = {k: tf.constant([to_bytes(t) for t in v], tf.string) for k, v in columns.items()}
         return {k: v.numpy() for k, v in self._serve(**inputs).items()}
 
     def predict(self, texts, text_pairs=None, batch_size=64, top_k=None):
@@ -379,10 +364,10 @@ def predict_texts(path, texts, text_pairs=None, batch_size=64, top_k=None):
     Example:
     >>> import tempfile
     >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
-    >>> tags = Task("tags", "multilabel", 3, label_names=("cats", "dogs", "fish"))
     >>> preprocessor = TextPreprocessor(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "pets"], 6)
-    >>> keras_file = tempfile.mkdtemp() + "/tags.keras"
-    >>> MultiTaskModel([tags], SharedEncoder(5, 6, hidden_dim=4), preprocessor).save(keras_file)
+    >>> tags = Task("tags", "multilabel", 3, label_names=("cats", "dogs", "fish"))
+    >>> model = MultiTaskModel([tags], SharedEncoder(5, 6, hidden_dim=4), preprocessor)
+    >>> model.save(keras_file := tempfile.mkdtemp() + "/tags.keras")
     >>> len(predict_texts(keras_file, ["pets"], top_k=2)[0]["tags"]["probabilities"])
     2
     """
