@@ -32,12 +32,8 @@ class LogitF1Score(keras.metrics.F1Score):
     def __init__(self, num_classes, sparse=True, name="macro_f1", **kwargs):
         kwargs.pop("average", None)
         kwargs.pop("threshold", None)
-        super().__init__(
-            average="macro",
-            threshold=None if sparse else 0.5,
-            name=name,
-            **kwargs,
-        )
+        threshold = None if sparse else 0.5  # multilabel: sigmoid > 0.5
+        super().__init__(average="macro", threshold=threshold, name=name, **kwargs)
         self.num_classes = num_classes
         self.sparse = sparse
         # Create the variables now, not lazily inside a replica's step.
@@ -88,12 +84,8 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
         super().__init__(name=name or statistic, **kwargs)
         self.num_classes = int(num_classes)
         self.statistic = statistic
-        self.matrix = self.add_variable(
-            (self.num_classes, self.num_classes),
-            initializer="zeros",
-            dtype="float32",
-            name="confusion_matrix",
-        )
+        shape = (self.num_classes, self.num_classes)
+        self.matrix = self.add_variable(shape, "zeros", dtype="float32", name="confusion_matrix")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         ops = keras.ops

@@ -148,9 +148,8 @@ def validate_tasks(tasks):
     tasks = tuple(t if isinstance(t, Task) else Task(**t) for t in tasks)
     if not tasks:
         raise ValueError("A multi-task model needs at least one task.")
-    seen = set()
-    for task in tasks:
-        if task.name in seen:
-            raise ValueError(f"Duplicate task name {task.name!r}.")
-        seen.add(task.name)
+    names = [task.name for task in tasks]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"Duplicate task name {name!r}.")
     return tasks

@@ -63,22 +63,15 @@ class StaticWeighting(LossWeighting):
         return float(self.weights_by_task.get(task_name, 1.0))
 
     def combine(self, task_losses):
-        total = 0.0
-        for name, loss in task_losses.items():
-            total = total + self.weight(name) * loss
-        return total
+        return sum((self.weight(name) * loss for name, loss in task_losses.items()), 0.0)
 
     def combine_gradients(self, task_gradients):
-        combined = None
-        for name, grads in task_gradients.items():
-            scaled = [None if g is None else self.weight(name) * g for g in grads]
-            if combined is None:
-                combined = scaled
-            else:
-                combined = [
-                    b if a is None else a if b is None else a + b
-                    for a, b in zip(combined, scaled)
-                ]
+        combined = []
+        for grads in zip(*task_gradients.values()):  # one variable's, per task
+            scaled = [
+                self.weight(name) * g for name, g in zip(task_gradients, grads) if g is not None
+            ]
+            combined.append(sum(scaled[1:], scaled[0]) if scaled else None)
         return combined
 
     def get_config(self):

@@ -27,6 +27,7 @@ the value. File line numbers count from 1 and include the header line.
 
 import csv
 import dataclasses
+import functools
 import json
 import logging
 import numbers
@@ -171,16 +172,11 @@ class _Source:
                 )
         if empty:
             logger.warning(
-                "%s: %d empty text(s) kept (first at %s).",
-                self.location,
-                empty,
-                first_empty,
+                "%s: %d empty text(s) kept (first at %s).", self.location, empty, first_empty
             )
         if replaced:
             logger.warning(
-                "%s: %d row(s) with invalid UTF-8 replaced by U+FFFD.",
-                self.location,
-                replaced,
+                "%s: %d row(s) with invalid UTF-8 replaced by U+FFFD.", self.location, replaced
             )
         return Examples(
             source=self.name,
@@ -441,7 +437,7 @@ class TfdsSource(_Source):
             ds = ds.take(self.max_rows)
         for number, example in enumerate(tfds.as_numpy(ds)):
             where = f"example {number}"
-            get = self._getter(example, where)
+            get = functools.partial(self._feature, example, where=where)
             text = _decode(get(self.text))
             pair = None if self.text_pair is None else _decode(get(self.text_pair))
             raw = {}
@@ -450,21 +446,18 @@ class TfdsSource(_Source):
                     value = get(key)
                     if isinstance(value, numbers.Integral) and value < 0:
                         value = None  # tfds marks unlabelled examples with -1
-                    raw[task] = _decode(value) if isinstance(value, bytes) else value
+                    raw[task] = _decode(value)
                 else:
                     raw[task] = np.array([bool(get(k)) for k in key])
             yield where, text, pair, raw
 
-    def _getter(self, example, where):
-        def get(key):
-            if key not in example:
-                raise DataValidationError(
-                    f"{self.location}, {where}: no feature {key!r} (features: "
-                    f"{sorted(example)})" + _did_you_mean(key, example)
-                )
-            return example[key]
-
-        return get
+    def _feature(self, example, key, where):
+        if key not in example:
+            raise DataValidationError(
+                f"{self.location}, {where}: no feature {key!r} (features: "
+                f"{sorted(example)})" + _did_you_mean(key, example)
+            )
+        return example[key]
 
 
 def _decode(value):

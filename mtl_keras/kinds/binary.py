@@ -5,11 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_keras import plots
-from mtl_keras.kinds.base import (
-    THRESHOLD,
-    ClassKind,
-    confusion_counts,
-)
+from mtl_keras.kinds.base import THRESHOLD, ClassKind, confusion_counts
 from mtl_keras.metrics import ConfusionMatrixMetric
 
 

@@ -5,10 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_keras import plots
-from mtl_keras.kinds.base import (
-    ClassKind,
-    confusion_counts,
-)
+from mtl_keras.kinds.base import ClassKind, confusion_counts
 from mtl_keras.metrics import ConfusionMatrixMetric, LogitF1Score
 
 

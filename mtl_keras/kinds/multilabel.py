@@ -5,12 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_keras import plots
-from mtl_keras.kinds.base import (
-    THRESHOLD,
-    ClassKind,
-    as_list,
-    parse_class,
-)
+from mtl_keras.kinds.base import THRESHOLD, ClassKind, as_list, parse_class
 from mtl_keras.metrics import LogitF1Score
 
 
