@@ -64,26 +64,36 @@ def make_pooler(pooling):
     """
     if pooling == "mean":
         return keras.layers.GlobalAveragePooling1D(dtype="float32", name="masked_mean_pooling")
-    return FirstTokenPooling(dtype="float32", name="first_token_pooling")
+    if pooling == "first":
+        return FirstTokenPooling(dtype="float32", name="first_token_pooling")
+    raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}.")
 
 
-def encoder_outputs(pooler, sequence_output, padding_mask):
-    """`{"sequence_output", "pooled_output"}`, what every shared encoder returns.
+def encoder_graph(pooler, sequence_output_of):
+    """`(inputs, outputs)` of the functional graph every shared encoder has.
 
-    The mean pooling averages the real (unpadded) tokens only.
+    The inputs are `token_ids` and `padding_mask`;
+    `sequence_output_of(token_ids, padding_mask)` gives the hidden states.
+    The outputs are `{"sequence_output", "pooled_output"}`; the mean pooling
+    averages the real (unpadded) tokens only.
 
     Example:
     >>> import numpy as np
-    >>> states = np.array([[[1.0], [3.0], [9.0]]], "float32")
-    >>> mask = np.array([[True, True, False]])
-    >>> encoder_outputs(make_pooler("mean"), states, mask)["pooled_output"].numpy().tolist()
+    >>> states = lambda ids, mask: keras.ops.expand_dims(keras.ops.cast(ids, "float32"), -1)
+    >>> model = keras.Model(*encoder_graph(make_pooler("mean"), states))
+    >>> x = {"token_ids": np.array([[1, 3, 9]]), "padding_mask": np.array([[True, True, False]])}
+    >>> model(x)["pooled_output"].numpy().tolist()
     [[2.0]]
     """
+    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    padding_mask = keras.Input(shape=(None,), dtype="bool", name="padding_mask")
+    sequence_output = sequence_output_of(token_ids, padding_mask)
     if isinstance(pooler, keras.layers.GlobalAveragePooling1D):
         pooled_output = pooler(sequence_output, mask=padding_mask)
     else:
         pooled_output = pooler(sequence_output)
-    return {"sequence_output": sequence_output, "pooled_output": pooled_output}
+    inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
+    return inputs, {"sequence_output": sequence_output, "pooled_output": pooled_output}
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
@@ -165,17 +175,13 @@ class SharedEncoder(keras.Model):
         self.pooler = make_pooler(pooling)
 
         # === Functional graph ===
-        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        padding_mask = keras.Input(shape=(None,), dtype="bool", name="padding_mask")
-        x = self.embedding_dropout(self.embedding(token_ids))
-        for layer in self.transformer_layers:
-            x = layer(x, padding_mask=padding_mask)
-        sequence_output = self.final_norm(x)
-        super().__init__(
-            inputs={"token_ids": token_ids, "padding_mask": padding_mask},
-            outputs=encoder_outputs(self.pooler, sequence_output, padding_mask),
-            **kwargs,
-        )
+        def sequence_output_of(token_ids, padding_mask):
+            x = self.embedding_dropout(self.embedding(token_ids))
+            for layer in self.transformer_layers:
+                x = layer(x, padding_mask=padding_mask)
+            return self.final_norm(x)
+
+        super().__init__(*encoder_graph(self.pooler, sequence_output_of), **kwargs)
 
         # === Config ===
         self.vocabulary_size = vocabulary_size
@@ -191,11 +197,7 @@ class SharedEncoder(keras.Model):
     @classmethod
     def for_preprocessor(cls, preprocessor, **kwargs):
         """An encoder sized for `preprocessor`'s vocabulary and sequence length."""
-        return cls(
-            vocabulary_size=preprocessor.vocabulary_size,
-            sequence_length=preprocessor.sequence_length,
-            **kwargs,
-        )
+        return cls(preprocessor.vocabulary_size, preprocessor.sequence_length, **kwargs)
 
     def get_config(self):
         return {

@@ -223,18 +223,11 @@ def check_model_sections(mapping):
         check_keys(encoder, SharedEncoder, "encoder", exclude=derived)
         check_keys(preprocessor, TextPreprocessor.from_texts, "preprocessor",
                    exclude=("texts", "pair"))
-        try:
-            check_encoder_arguments(**{"hidden_dim": 64, "num_layers": 2, "num_heads": 2, **encoder})
-        except ValueError as error:
-            raise ConfigError(f"encoder: {error}") from None
-    try:
-        check_packing(preprocessor.get("sequence_length", 128), truncate=preprocessor.get("truncate", "round_robin"))
-    except ValueError as error:
-        raise ConfigError(f"preprocessor: {error}") from None
+        defaults = {"hidden_dim": 64, "num_layers": 2, "num_heads": 2}
+        build(check_encoder_arguments, {**defaults, **encoder}, "encoder")
+    packing = {k: v for k, v in preprocessor.items() if k in ("sequence_length", "truncate")}
+    build(check_packing, {"sequence_length": 128, **packing}, "preprocessor")
     return preprocessor, encoder
-
-
-
 
 def columns(tasks):
     """A source entry's `tasks` as `{task: column}` (a list means column = task).

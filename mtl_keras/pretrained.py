@@ -29,11 +29,10 @@ import os
 import keras
 import keras_hub
 
-from mtl_keras.backbone import POOLING_MODES, encoder_outputs, make_pooler
+from mtl_keras.backbone import encoder_graph, make_pooler
 from mtl_keras.preprocess import CLS, PAD, SEP, UNK, TextPreprocessor
 
 logger = logging.getLogger(__name__)
-
 
 
 # --- The encoder ----------------------------------------------------------------
@@ -80,10 +79,9 @@ class PretrainedEncoder(keras.Model):
     """
 
     def __init__(self, backbone, pooling="mean", dropout=None, dtype=None, **kwargs):
-        if pooling not in POOLING_MODES:
-            raise ValueError(
-                f"pooling must be one of {POOLING_MODES}, got {pooling!r}."
-            )
+        # === Layers ===
+        self.pooler = make_pooler(pooling)
+        self.backbone = backbone
         precision = backbone.dtype_policy.name
         if dtype is not None and dtype != precision:
             raise ValueError(
@@ -93,36 +91,28 @@ class PretrainedEncoder(keras.Model):
         backbone_inputs = _backbone_input_specs(backbone)
         if dropout is None:
             dropout = float(getattr(backbone, "dropout", 0.1))
-        # === Layers ===
-        self.backbone = backbone
-        self.pooler = make_pooler(pooling)
 
         # === Functional graph ===
-        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        padding_mask = keras.Input(shape=(None,), dtype="bool", name="padding_mask")
-        feed = {
-            "token_ids": keras.ops.cast(token_ids, backbone_inputs["token_ids"]),
-            "padding_mask": keras.ops.cast(
-                padding_mask, backbone_inputs["padding_mask"]
-            ),
-        }
-        if "segment_ids" in backbone_inputs:
-            feed["segment_ids"] = keras.ops.zeros_like(
-                token_ids, dtype=backbone_inputs["segment_ids"]
-            )
-        outputs = backbone(feed)
-        if isinstance(outputs, dict):
+        def sequence_output_of(token_ids, padding_mask):
+            feed = {
+                "token_ids": keras.ops.cast(token_ids, backbone_inputs["token_ids"]),
+                "padding_mask": keras.ops.cast(padding_mask, backbone_inputs["padding_mask"]),
+            }
+            if "segment_ids" in backbone_inputs:
+                feed["segment_ids"] = keras.ops.zeros_like(
+                    token_ids, dtype=backbone_inputs["segment_ids"]
+                )
+            outputs = backbone(feed)
+            if not isinstance(outputs, dict):
+                return outputs
             if "sequence_output" not in outputs:
                 raise ValueError(
                     f"{type(backbone).__name__} returns {sorted(outputs)}, "
                     "without a 'sequence_output'."
                 )
-            outputs = outputs["sequence_output"]
-        super().__init__(
-            inputs={"token_ids": token_ids, "padding_mask": padding_mask},
-            outputs=encoder_outputs(self.pooler, outputs, padding_mask),
-            **kwargs,
-        )
+            return outputs["sequence_output"]
+
+        super().__init__(*encoder_graph(self.pooler, sequence_output_of), **kwargs)
 
         # === Config ===
         self.pooling = pooling
@@ -328,9 +318,7 @@ def load_pretrained(
     ...
     ValueError: The preprocessor packs 16 tokens but the encoder embeds only 8 positions.
     """
-    encoder = PretrainedEncoder.from_preset(
-        preset, pooling=pooling, dtype=dtype, **kwargs
-    )
+    encoder = PretrainedEncoder.from_preset(preset, pooling=pooling, dtype=dtype, **kwargs)
     preprocessor = preprocessor_from_preset(preset, sequence_length, pair=pair)
     preprocessor.check_encoder(encoder)
     return encoder, preprocessor
