@@ -268,10 +268,9 @@ class Predictor:
         self._keep_alive = keep_alive  # the loaded object owning the variables
         self.metadata = metadata
         self.source = source
+        served = ("classes", "outputs")  # metadata beside each task's config
         self.tasks = [
-            Task.from_config(
-                {k: v for k, v in t.items() if k not in ("classes", "outputs")}
-            )
+            Task.from_config({k: v for k, v in t.items() if k not in served})
             for t in metadata["tasks"]
         ]
 
