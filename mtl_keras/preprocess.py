@@ -392,7 +392,8 @@ def make_batches(
         return batches.prefetch(tf.data.AUTOTUNE)
 
     buckets = tf.constant(bucket_lengths(sequence_length, bucket_boundaries), "int32")
-    batch_seed = 0 if seed is None else int(seed)
+    # A Python int, or a tensor when the batches are built inside `flat_map`.
+    batch_seed = tf.cast(0 if seed is None else seed, "int64")
 
     def split_by_bucket(chunk_index, chunk):
         x, lengths, labels, masks = chunk
@@ -404,7 +405,7 @@ def make_batches(
         size = tf.shape(lengths)[0]
         starts = tf.range(0, size, batch_size)
         starts = tf.random.experimental.stateless_shuffle(
-            starts, seed=tf.stack([tf.constant(batch_seed, "int64"), chunk_index])
+            starts, seed=tf.stack([batch_seed, chunk_index])
         )
 
         def one_batch(start):
@@ -429,8 +430,8 @@ def make_batches(
         )
     # Every chunk but the last holds whole batches, so a stream of N examples
     # gives ceil(N / B) batches; saying so lets `fit` show and check the count.
-    examples = int(dataset.cardinality())
-    if examples >= 0:
+    examples = tf.get_static_value(dataset.cardinality())  # None inside `flat_map`
+    if examples is not None and examples >= 0:
         count = examples // batch_size if drop_remainder else math.ceil(examples / batch_size)
         batches = batches.apply(tf.data.experimental.assert_cardinality(count))
     return batches.prefetch(tf.data.AUTOTUNE)

@@ -300,7 +300,7 @@ def test_mixture_of_per_task_sources_prepares_a_training_stream():
     assert 300 < data.examples_per_epoch < 400  # rows with a label of their tasks
     names = [s.name for s in data.train_sources]
     assert len(set(names)) == 2  # repeated file names are made unique
-    features, labels, masks = next(iter(data.mixture.epoch_dataset(0)))
+    features, labels, masks = next(iter(data.rows.epoch_dataset(0)))
     assert set(masks) == {"topic", "sentiment", "rating"}
     assert features["text"].dtype.name == "string"
 

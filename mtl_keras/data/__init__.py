@@ -12,6 +12,7 @@ from mtl_keras.data.examples import (
     EMPTY_TEXT_POLICIES,
     DataValidationError,
     Examples,
+    JointRows,
     eval_datasets,
     joint_dataset,
     validate,
@@ -26,7 +27,7 @@ from mtl_keras.data.mixing import (
     get_sampler,
     largest_remainder,
 )
-from mtl_keras.data.sample import SAMPLE_TASKS, BUNDLED_DIR, bundled_sample
+from mtl_keras.data.sample import BUNDLED_DIR, SAMPLE_TASKS, bundled_sample
 from mtl_keras.data.sources import GOEMOTIONS_LABELS, FileSource, TfdsSource
 
 __all__ = [
@@ -34,9 +35,11 @@ __all__ = [
     "GOEMOTIONS_LABELS",
     "SAMPLERS",
     "SAMPLE_TASKS",
+    "BUNDLED_DIR",
     "Annealed",
     "DataValidationError",
     "Examples",
+    "JointRows",
     "FileSource",
     "Mixture",
     "Proportional",

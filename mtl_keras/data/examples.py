@@ -13,7 +13,8 @@ labelled rows (one source carries several tasks), and `mixing.Mixture` for
 separate sources mixed by a sampler. In `joint_dataset` a missing label masks
 that task only; a task the source does not carry is masked everywhere. Rows
 with no label at all are dropped (and counted). **One epoch is one pass over
-the remaining rows**, reshuffled every epoch (seeded).
+the remaining rows**, in an order that depends only on the seed and the epoch
+(`JointRows`).
 
 `eval_datasets` gives each task its own dataset: each labelled dev row of
 that task exactly once, in file order, with the other tasks masked.
@@ -139,11 +140,18 @@ class Examples:
         masks = {n: tf.constant(m) for n, m in self.masks.items()}
         return features, labels, masks
 
-    def to_dataset(self, indices=None, with_pair=False):
-        """A dataset of the examples at `indices` (default: all, in order)."""
-        indices = np.arange(len(self)) if indices is None else indices
-        rows = tf.data.Dataset.from_tensor_slices(np.asarray(indices, "int64"))
-        return _gather(self.tensors(with_pair), rows)
+    def to_dataset(self, indices=None, with_pair=False, tensors=None):
+        """A dataset of the examples at `indices` (default: all, in order).
+
+        `indices` may be a tensor, and `tensors` this table's `tensors()`
+        made once (both as in `epochs.EpochBatches`, inside `flat_map`).
+        """
+        if indices is None:
+            indices = np.arange(len(self))
+        if not tf.is_tensor(indices):
+            indices = np.asarray(indices, "int64")
+        rows = tf.data.Dataset.from_tensor_slices(indices)
+        return _gather(tensors or self.tensors(with_pair), rows)
 
 
 def _object_array(values):
@@ -162,8 +170,8 @@ def _gather(tensors, rows):
     examples = rows.batch(1024).map(gather).unbatch()
     # `unbatch` forgets the count; keeping it lets `make_batches` (and so
     # `fit` and `evaluate`) know how many batches an epoch has.
-    count = int(rows.cardinality())
-    if count >= 0:
+    count = tf.get_static_value(rows.cardinality())  # None inside `flat_map`
+    if count is not None and count >= 0:
         examples = examples.apply(tf.data.experimental.assert_cardinality(count))
     return examples
 
@@ -260,11 +268,61 @@ def _as_list(sources):
 # Jointly labelled rows. Evaluation.
 
 
+class JointRows:
+    """Jointly labelled rows of one or more sources; an epoch is one pass.
+
+    The rows that carry at least one label, in one table (rows without any
+    label are dropped and counted in the log). Epoch `e` visits every row
+    once, in the order `epoch_rows(e)`: a permutation that depends only on
+    `(seed, e)`, so any epoch can be rebuilt on its own (how a resumed run
+    gets the same batches as the uninterrupted one).
+
+    Example:
+    >>> from mtl_keras.data import bundled_sample
+    >>> tasks, train, _ = bundled_sample()
+    >>> joint = JointRows(tasks, train, seed=3)
+    >>> joint.epoch_size, sorted(joint.epoch_rows(0)) == list(range(joint.epoch_size))
+    (1994, True)
+    >>> bool((joint.epoch_rows(1) == JointRows(tasks, train, seed=3).epoch_rows(1)).all())
+    True
+    """
+
+    def __init__(self, tasks, sources, *, seed=0, empty_text="keep"):
+        tables = validate(tasks, sources, empty_text=empty_text)
+        table = _concat(tables, " + ".join(t.source for t in tables))
+        keep = np.flatnonzero(_any_label(table))
+        if len(keep) < len(table):
+            logger.info(
+                "%s: %d row(s) without any label dropped.",
+                table.source,
+                len(table) - len(keep),
+            )
+        self.table = table.take(keep)
+        self.seed = seed
+        self.epoch_size = len(self.table)
+        logger.info(
+            "Joint dataset %s: %d rows per epoch; labelled per task: %s",
+            table.source,
+            self.epoch_size,
+            self.table.labelled_counts(),
+        )
+
+    def epoch_rows(self, epoch):
+        """The row order of `epoch` (zero-based)."""
+        return np.random.default_rng([self.seed, 3, epoch]).permutation(self.epoch_size)
+
+    def epoch_dataset(self, epoch):
+        """The examples of one epoch, in `epoch_rows(epoch)` order."""
+        return self.table.to_dataset(self.epoch_rows(epoch))
+
+
 def joint_dataset(tasks, sources, *, shuffle=True, seed=0, empty_text="keep"):
     """Jointly labelled rows of one or more sources, as one dataset.
 
     One epoch is one pass over the rows that carry at least one label;
-    with `shuffle`, the order is reshuffled every epoch (seeded).
+    with `shuffle`, the order is reshuffled every time the dataset is
+    iterated (seeded). For epochs that can be rebuilt one by one, use
+    `JointRows(...).epoch_dataset(epoch)` (what `mtl-keras train` does).
 
     Example:
     >>> from mtl_keras.data import bundled_sample
@@ -273,22 +331,7 @@ def joint_dataset(tasks, sources, *, shuffle=True, seed=0, empty_text="keep"):
     >>> sorted(next(iter(ds))[2])
     ['rating', 'sentiment', 'topic']
     """
-    tables = validate(tasks, sources, empty_text=empty_text)
-    table = _concat(tables, " + ".join(t.source for t in tables))
-    keep = np.flatnonzero(_any_label(table))
-    if len(keep) < len(table):
-        logger.info(
-            "%s: %d row(s) without any label dropped.",
-            table.source,
-            len(table) - len(keep),
-        )
-    table = table.take(keep)
-    logger.info(
-        "Joint dataset %s: %d rows per epoch; labelled per task: %s",
-        table.source,
-        len(table),
-        table.labelled_counts(),
-    )
+    table = JointRows(tasks, sources, seed=seed, empty_text=empty_text).table
     rows = tf.data.Dataset.from_tensor_slices(np.arange(len(table), dtype="int64"))
     if shuffle:
         rows = rows.shuffle(len(table), seed=seed, reshuffle_each_iteration=True)

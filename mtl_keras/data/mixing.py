@@ -248,6 +248,15 @@ class Mixture:
         """The examples of one epoch (zero-based)."""
         return self._dataset([epoch])
 
+    @property
+    def table(self):
+        """Every source's rows in one `Examples` table, source after source."""
+        return self._all_rows
+
+    def epoch_rows(self, epoch):
+        """Row indices into `table` of the examples of `epoch`, in order."""
+        return self._rows([epoch])
+
     def dataset(self):
         """All `num_epochs` epochs, one after the other (N examples each).
 

@@ -1,0 +1,169 @@
+"""The training data epoch by epoch, and training over it from any position.
+
+`EpochBatches` turns per-epoch examples into batches. The examples come from
+a `data.JointRows` or a `data.Mixture`: both give a `table`, `epoch_size` and
+`epoch_rows(epoch)`, each epoch a function of the seed and the epoch alone. Epoch e is batched on its own (length buckets and batch order seeded
+by the epoch too), so it has exactly `steps_per_epoch` batches and no batch
+crosses an epoch.
+
+`train_epochs` runs `model.fit` (or `loop.train_loop`) over them from a data
+position `(epoch, batch)` so that Keras epoch e consumes exactly the examples
+of epoch e, each once. A run resumed at batch j of epoch e first trains the
+remaining `steps_per_epoch - j` batches as Keras epoch e, then the following
+epochs: two `fit` calls, because `fit` cannot start inside an epoch.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from mtl_keras.loop import train_loop
+from mtl_keras.preprocess import make_batches
+
+
+def with_pair_feature(pair):
+    """A dataset transform adding an empty `"text_pair"` where a pair model needs one.
+
+    Example:
+    >>> ds = tf.data.Dataset.from_tensors(({"text": "hi"}, {}, {}))
+    >>> sorted(next(iter(with_pair_feature(True)(ds)))[0])
+    ['text', 'text_pair']
+    """
+
+    def add(features, labels, masks):
+        features = dict(features)
+        features.setdefault("text_pair", tf.constant(""))
+        return features, labels, masks
+
+    return (lambda ds: ds.map(add)) if pair else (lambda ds: ds)
+
+
+class EpochBatches:
+    """The batches of every training epoch, each epoch rebuilt from its number.
+
+    Epoch e gathers the rows `rows.epoch_rows(e)` (computed up front) of one
+    table and batches them with `make_batches` seeded by `seed + 1000 * e`.
+    All epochs of a stream run through one `flat_map`, so the tokenizer is
+    traced once, not once per epoch.
+
+    Args:
+        rows: a `data.JointRows` or `data.Mixture` (`table`, `epoch_size`,
+            `epoch_rows(epoch)`).
+        preprocessor: the model's `TextPreprocessor`.
+        batch_size: examples per batch.
+        seed: seeds the batch order within each epoch (with the epoch).
+        map_fn: optional function mapped over the batches (e.g. a counter).
+
+    Example:
+    >>> from mtl_keras import TextPreprocessor
+    >>> from mtl_keras.data import JointRows, bundled_sample
+    >>> tasks, train, _ = bundled_sample()
+    >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32)
+    >>> batches = EpochBatches(JointRows(tasks, train), preprocessor, batch_size=500)
+    >>> batches.steps_per_epoch, int(batches.stream(1, 2, num_epochs=3).cardinality())
+    (4, 6)
+    """
+
+    def __init__(self, rows, preprocessor, batch_size, seed=0, map_fn=None):
+        self.rows, self.preprocessor = rows, preprocessor
+        self.batch_size, self.seed, self.map_fn = batch_size, seed, map_fn
+        self.epoch_size = rows.epoch_size
+        self.steps_per_epoch = math.ceil(self.epoch_size / batch_size)
+        self._tensors = None
+
+    def epoch(self, epoch):
+        """The batches of `epoch` (zero-based): `steps_per_epoch` of them."""
+        return self.stream(epoch, 0, epoch + 1)
+
+    def stream(self, epoch, batch, num_epochs):
+        """Epochs `epoch .. num_epochs - 1` in order, starting at batch `batch`."""
+        if self._tensors is None:
+            self._tensors = self.rows.table.tensors()
+        epochs = list(range(epoch, num_epochs))
+        order = tf.constant(np.stack([self.rows.epoch_rows(e) for e in epochs]), tf.int64)
+        seeds = tf.constant([self.seed + 1000 * e for e in epochs], tf.int64)
+        pair = with_pair_feature(self.preprocessor.pair)
+
+        def one_epoch(i):
+            examples = self.rows.table.to_dataset(order[i], tensors=self._tensors)
+            return make_batches(pair(examples), self.preprocessor, self.batch_size, seed=seeds[i])
+
+        stream = tf.data.Dataset.range(len(epochs)).flat_map(one_epoch).skip(batch)
+        count = len(epochs) * self.steps_per_epoch - batch
+        stream = stream.apply(tf.data.experimental.assert_cardinality(count))
+        stream = stream.prefetch(tf.data.AUTOTUNE)
+        # Last, so that it sees exactly the batches taken from the stream.
+        return stream if self.map_fn is None else stream.map(self.map_fn)
+
+
+def train_epochs(
+    model,
+    batches,
+    epochs,
+    *,
+    start=(0, 0),
+    checkpoint=None,
+    explicit_loop=False,
+    validation_data=None,
+    callbacks=(),
+):
+    """Trains epochs `start[0] .. epochs - 1` from batch `start[1]`; returns the history.
+
+    Args:
+        model: a compiled `MultiTaskModel`.
+        batches: an `EpochBatches`.
+        epochs: the epoch to stop before (as in `fit`).
+        start: the data position `(epoch, batch)` to start at, e.g. from
+            `checkpoints.TrainingCheckpoint.restore()`.
+        checkpoint: a `TrainingCheckpoint` (told where inside the epoch a
+            `fit` starts).
+        explicit_loop: train with `loop.train_loop` instead of `fit`.
+        validation_data: evaluated at the end of each epoch.
+        callbacks: Keras callbacks (the same objects for every `fit` call).
+
+    Returns:
+        `{log key: [value per epoch]}` of the epochs trained.
+
+    Example:
+    >>> from mtl_keras import TextPreprocessor
+    >>> from mtl_keras.config import load_config
+    >>> from mtl_keras.data import JointRows
+    >>> from mtl_keras.pipeline import build_model
+    >>> config = load_config()
+    >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32)
+    >>> rows = JointRows(config.tasks, config.sources("train"))
+    >>> model = build_model(config, preprocessor)
+    >>> history = train_epochs(model, EpochBatches(rows, preprocessor, 256), 2, start=(1, 5))
+    >>> int(model.train_step_counter.numpy())  # the last 3 of the 8 batches of epoch 1
+    3
+    """
+    steps = batches.steps_per_epoch
+    epoch, batch = start
+    if batch >= steps:
+        epoch, batch = epoch + 1, 0
+    callbacks = [*callbacks, *([checkpoint] if checkpoint is not None else [])]
+    history = {}
+    while epoch < epochs:
+        stop = epoch + 1 if batch else epochs
+        if checkpoint is not None:
+            checkpoint.epoch_offset = batch
+        arguments = dict(
+            epochs=stop,
+            initial_epoch=epoch,
+            steps_per_epoch=steps - batch,
+            validation_data=validation_data,
+            callbacks=callbacks,
+            verbose=0,
+        )
+        stream = batches.stream(epoch, batch, stop)
+        if explicit_loop:
+            logs = train_loop(model, stream, **arguments)
+        else:
+            logs = model.fit(stream, shuffle=False, **arguments)  # the data is shuffled
+        for key, values in logs.history.items():
+            history.setdefault(key, []).extend(values)
+        if model.stop_training:
+            break
+        epoch, batch = stop, 0
+    return history

@@ -1,0 +1,102 @@
+"""What a run reports while it trains: the progress display and the batch counts."""
+
+import sys
+import time
+
+import keras
+import tensorflow as tf
+
+
+class BatchCounter:
+    """Counts what the training batches delivered, as `fit` consumed them.
+
+    Mapped over a batch dataset (`batches.map(counter)`); `result()` gives
+    the batches, examples, token positions (padded and real) and labelled
+    examples per task.
+
+    Example:
+    >>> import numpy as np
+    >>> counter = BatchCounter(["spam"])
+    >>> x = {"padding_mask": np.array([[True, True, False]])}
+    >>> _ = counter(x, {"spam": np.ones(1)}, {"spam": np.ones(1)})
+    >>> counter.result()["padded_tokens"], counter.result()["tokens"]
+    (3, 2)
+    """
+
+    def __init__(self, task_names):
+        def zero():
+            return tf.Variable(0, dtype=tf.int64, trainable=False)
+
+        self.batches, self.examples = zero(), zero()
+        self.padded_tokens, self.tokens = zero(), zero()
+        self.labelled = {name: zero() for name in task_names}
+
+    def __call__(self, x, y, sample_weight):
+        mask = x["padding_mask"]
+        updates = [
+            self.batches.assign_add(1),
+            self.examples.assign_add(tf.shape(mask, out_type=tf.int64)[0]),
+            self.padded_tokens.assign_add(tf.size(mask, out_type=tf.int64)),
+            self.tokens.assign_add(tf.reduce_sum(tf.cast(mask, tf.int64))),
+        ]
+        for name, count in self.labelled.items():
+            if name in sample_weight:
+                labelled = tf.reduce_sum(tf.cast(sample_weight[name] > 0, tf.int64))
+                updates.append(count.assign_add(labelled))
+        with tf.control_dependencies(updates):
+            x = tf.nest.map_structure(tf.identity, x)
+        return x, y, sample_weight
+
+    def result(self):
+        return {
+            "batches": int(self.batches.numpy()),
+            "examples": int(self.examples.numpy()),
+            "padded_tokens": int(self.padded_tokens.numpy()),
+            "tokens": int(self.tokens.numpy()),
+            "labelled_examples": {n: int(v.numpy()) for n, v in self.labelled.items()},
+        }
+
+
+class Progress(keras.callbacks.Callback):
+    """The progress display: the loss and each task's headline metric.
+
+    Keras' own bar prints every log (three or more per task), which wraps
+    over several lines; this shows `loss` and `<task>_<headline>` while
+    training, and the same keys on the dev data at the end of an epoch. When
+    stdout is not a terminal (a log file, CI) it writes one line per epoch
+    and, in long epochs, a heartbeat line every `heartbeat_seconds`.
+
+    Example:
+    >>> from mtl_keras import Task
+    >>> Progress([Task("topic", "multiclass", 3)], epochs=1, steps=10).keys
+    ['loss', 'topic_accuracy']
+    """
+
+    def __init__(self, tasks, epochs, steps, label=None, heartbeat_seconds=60.0):
+        super().__init__()
+        self.keys = ["loss"] + [f"{t.name}_{t.headline_metric}" for t in tasks]
+        self.epochs, self.steps, self.label = epochs, steps, label
+        self.heartbeat_seconds = heartbeat_seconds
+        self.interactive = sys.stdout.isatty()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        print(f"{self.label + ': ' if self.label else ''}Epoch {epoch + 1}/{self.epochs}")
+        stateful = self.keys + [f"val_{k}" for k in self.keys]
+        self.progbar = keras.utils.Progbar(self.steps, stateful_metrics=stateful)
+        self.last = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.interactive:
+            self.progbar.update(batch + 1, self._values(logs, ""), finalize=False)
+        elif time.perf_counter() - self.last >= self.heartbeat_seconds:
+            self.last = time.perf_counter()
+            loss = (logs or {}).get("loss")
+            print(f"  step {batch + 1}/{self.steps}, loss {float(loss):.4f}", flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = self._values(logs, "") + self._values(logs, "val_")
+        self.progbar.update(self.steps, values, finalize=True)
+
+    def _values(self, logs, prefix):
+        logs = logs or {}
+        return [(prefix + k, float(logs[prefix + k])) for k in self.keys if prefix + k in logs]

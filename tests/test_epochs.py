@@ -1,0 +1,101 @@
+"""Keras epoch k of `fit_run` consumes exactly data epoch k, counted as `fit` consumes it.
+
+Every example has a unique text; the training step itself records the token
+ids it receives (a `tf.py_function` inside `train_step`), so what is counted is
+what `fit` trained on, after bucketing, batching and prefetching.
+"""
+
+import collections
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from mtl_keras.config import load_config
+from mtl_keras.model import MultiTaskModel
+from mtl_keras.pipeline import fit_run, read_data
+
+EPOCHS, BATCH = 3, 16
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("epochs")
+    words = ["alpha", "beta", "gamma", "delta"]
+    # 60 rows of task a, 20 of task b; the joint file has both labels (b on every third row).
+    (root / "a.tsv").write_text("text\ta\n" + "".join(
+        f"{words[i % 4]} a{i}\t{i % 2}\n" for i in range(60)))
+    (root / "b.tsv").write_text("text\tb\n" + "".join(
+        f"{words[i % 4]} b{i}\t{i % 2}\n" for i in range(20)))
+    (root / "joint.tsv").write_text("text\ta\tb\n" + "".join(
+        f"{words[i % 4]} j{i}\t{i % 2}\t{i % 2 if i % 3 == 0 else ''}\n" for i in range(70)))
+    return root
+
+
+def _config(root, sampler, path):
+    tasks = [{"name": "a", "kind": "binary"}, {"name": "b", "kind": "binary"}]
+    if sampler == "joint":
+        train = [{"file": "joint.tsv", "tasks": ["a", "b"]}]
+    else:
+        train = [{"file": "a.tsv", "tasks": ["a"]}, {"file": "b.tsv", "tasks": ["b"]}]
+    mapping = {
+        "tasks": tasks,
+        "data_root": str(root),
+        "data": {"train": train, "dev": [{"file": "joint.tsv", "tasks": ["a", "b"]}]},
+        "preprocessor": {"vocabulary_size": 300, "sequence_length": 16},
+        "encoder": {"hidden_dim": 8, "num_layers": 1, "num_heads": 2},
+        "sampler": sampler,
+        "training": {"epochs": EPOCHS, "batch_size": BATCH, "seed": 5},
+    }
+    path.write_text(yaml.safe_dump(mapping))
+    return load_config(path)
+
+
+class _EpochMarker(keras.callbacks.Callback):
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.seen.append([])
+
+
+@pytest.mark.parametrize("sampler", ["joint", "proportional", "temperature", "uniform", "annealed"])
+def test_each_keras_epoch_trains_on_exactly_its_data_epoch(data_root, tmp_path, monkeypatch, sampler):
+    config = _config(data_root, sampler, tmp_path / "config.yaml")
+    seen = []  # one list of token-id rows per Keras epoch
+    train_step = MultiTaskModel.train_step
+
+    def recording_step(self, data):
+        def record(token_ids):
+            seen[-1].extend(tuple(t for t in row if t) for row in token_ids.numpy().tolist())
+            return 0
+
+        tf.py_function(record, [data[0]["token_ids"]], tf.int32)
+        return train_step(self, data)
+
+    monkeypatch.setattr(MultiTaskModel, "train_step", recording_step)
+    result = fit_run(config, callbacks=[_EpochMarker(seen)], verbose=0, with_predictions=False)
+
+    rows = read_data(config).rows
+    preprocessor = result.model.preprocessor
+    assert len(seen) == EPOCHS
+    for epoch in range(EPOCHS):
+        planned = [f["text"] for f, _, _ in rows.epoch_dataset(epoch).batch(1000)][0]
+        ids = preprocessor(planned)["token_ids"].numpy().tolist()
+        expected = collections.Counter(tuple(t for t in row if t) for row in ids)
+        assert len(expected) == len(set(planned.numpy().tolist()))  # texts tokenize apart
+        got = collections.Counter(seen[epoch])
+        assert got == expected, f"epoch {epoch}: {sum((got - expected).values())} extra, " \
+                                f"{sum((expected - got).values())} missing"
+        assert sum(got.values()) == rows.epoch_size
+    if sampler != "joint":
+        sizes = [sum(1 for _ in rows.epoch_dataset(e)) for e in range(EPOCHS)]
+        assert sizes == [80] * EPOCHS
+        counts = [rows.counts(e) for e in range(EPOCHS)]
+        if sampler == "annealed":
+            assert counts[0] != counts[-1]  # annealing by the true epoch
+    assert result.compute["examples"] == EPOCHS * rows.epoch_size
+    assert int(result.model.optimizer.iterations.numpy()) == EPOCHS * int(np.ceil(rows.epoch_size / BATCH))
