@@ -1,17 +1,21 @@
 """The `mtl-keras` command line: train, evaluate, export, predict, compare.
 
     mtl-keras train [--config FILE] [--out DIR] [--epochs N] [--precision P]
-                    [--data-root DIR]
+                    [--data-root DIR] [--restart] [--allow-changed-settings]
     mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR]
     mtl-keras export MODEL OUT_DIR
     mtl-keras predict PATH [TEXT ...] [--file F]      (TEXT "-": stdin lines)
     mtl-keras compare [--config FILE] [--seeds K] [--out DIR] [--epochs N]
                       [--data-root DIR] [--multitask-budget F]
 
-With no `--config`, `train` runs the bundled sample (`configs/sample.yaml`).
+With no `--config`, `train` runs the bundled sample (`configs/sample.yaml`)
+into `runs/<config>`; rerunning it resumes from the run's newest checkpoint.
 MODEL is a run directory or a `.keras` file; PATH is also allowed to be an
 exported SavedModel. A config or data problem prints one paragraph and
-exits with status 2. This is the only module that parses `sys.argv`.
+exits with status 2. Exit codes: 0 done, 1 training failed (a non-finite
+loss; the run directory has FAILED.json), 2 a config, data or checkpoint
+problem, 143 / 130 stopped by SIGTERM / SIGINT after saving a checkpoint
+(rerun to resume). This is the only module that parses `sys.argv`.
 """
 
 import os
@@ -94,15 +98,29 @@ def _config_and_out(args, prefix=""):
         args.config, data_root=args.data_root, epochs=args.epochs, precision=args.precision
     )
     name = Path(config.source).stem if config.source else "run"
+    if not prefix:  # a training run: the same command, the same run directory
+        return config, args.out or Path("runs") / name
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return config, args.out or Path("runs") / f"{prefix}{name}-{stamp}"
 
 
 def _cmd_train(args):
+    from mtl_keras.checkpoints import Preempted
+    from mtl_keras.guards import NonFiniteLossError
     from mtl_keras.train import run_training
 
     config, out = _config_and_out(args)
-    run_training(config, out, verbose=0 if args.quiet else 1)
+    try:
+        run_training(config, out, verbose=0 if args.quiet else 1, restart=args.restart,
+                     allow_changed_settings=args.allow_changed_settings)
+    except NonFiniteLossError as error:
+        print(f"mtl-keras: training failed: {error} The run directory {out} is marked "
+              "failed (FAILED.json); its newest checkpoint is the last finite state.",
+              file=sys.stderr)
+        return EXIT_ERROR
+    except Preempted as stopped:
+        print(f"mtl-keras: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     return EXIT_OK
 
 
@@ -257,6 +275,14 @@ def build_parser():
         "--data-root", help="override data_root (base of relative data paths)"
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    train.add_argument(
+        "--restart", action="store_true",
+        help="delete the run directory's checkpoints and start over (default: resume)",
+    )
+    train.add_argument(
+        "--allow-changed-settings", action="store_true",
+        help="resume although training settings differ from the checkpoints'",
+    )
     train.set_defaults(run=_cmd_train)
 
     evaluate = commands.add_parser(
@@ -355,13 +381,14 @@ def main(argv=None):
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     _quiet_tensorflow()
 
+    from mtl_keras.checkpoints import CheckpointError
     from mtl_keras.config import ConfigError
     from mtl_keras.data import DataValidationError
     from mtl_keras.train import RunError
 
     try:
         return args.run(args)
-    except (ConfigError, DataValidationError, RunError) as error:
+    except (ConfigError, DataValidationError, RunError, CheckpointError) as error:
         return _fail(str(error))
     except FileNotFoundError as error:
         return _fail(str(error))

@@ -80,8 +80,14 @@ class Training:
         schedule: `cosine` (decay to 0 after the warm-up) or `constant`.
         seed: seeds weights, dropout and shuffling.
         steps_per_execution: training steps per compiled call.
-        checkpoint: keep the best weights (lowest `val_loss`).
-        backup: resume an interrupted run (`BackupAndRestore`).
+        checkpoint: keep the best weights (lowest `val_loss`) and end with them.
+        checkpoint_every_steps: in a run directory, also save the training
+            state every this many steps (it is always saved at epoch ends).
+        checkpoint_every_seconds: ... and every this many seconds.
+        checkpoints_to_keep: how many checkpoints a run directory keeps.
+        deterministic: make TensorFlow's ops deterministic
+            (`tf.config.experimental.enable_op_determinism`), so a resumed run
+            equals the uninterrupted one bit for bit.
 
     Example:
     >>> Training(epochs=2).batch_size
@@ -98,10 +104,13 @@ class Training:
     seed: int = 0
     steps_per_execution: int = 1
     checkpoint: bool = False
-    backup: bool = False
+    checkpoint_every_steps: int = None
+    checkpoint_every_seconds: float = 300.0
+    checkpoints_to_keep: int = 3
+    deterministic: bool = True
 
     def __post_init__(self):
-        for key in ("epochs", "batch_size", "steps_per_execution"):
+        for key in ("epochs", "batch_size", "steps_per_execution", "checkpoints_to_keep"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be >= 1, got {value!r}.")
@@ -111,6 +120,11 @@ class Training:
             raise ValueError("encoder_learning_rate must be >= 0.")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError("warmup_fraction must be in [0, 1).")
+        every = self.checkpoint_every_steps
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"checkpoint_every_steps must be >= 1 or null, got {every!r}.")
+        if self.checkpoint_every_seconds is not None and not self.checkpoint_every_seconds > 0:
+            raise ValueError("checkpoint_every_seconds must be > 0 or null.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
 

@@ -15,19 +15,25 @@ epoch). `examples=B` instead trains on the first B examples of that stream
 in one pass (how `compare` gives each model its budget).
 """
 
+import csv
 import dataclasses
+import json
 import math
-import sys
+import shutil
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from mtl_keras import checkpoints, guards
 from mtl_keras import data as data_lib
+from mtl_keras.epochs import EpochBatches, train_epochs, with_pair_feature
 from mtl_keras.model import MultiTaskModel
 from mtl_keras.optimizers import EncoderAdamW
 from mtl_keras.preprocess import make_batches
+from mtl_keras.progress import BatchCounter, Progress
 
 
 @dataclasses.dataclass
@@ -83,7 +89,7 @@ class _Data:
     train_sources: list
     dev_sources: list
     tables: list  # `data.Examples` of the training sources
-    mixture: object  # a `data.Mixture`, or None for joint rows
+    rows: object  # a `data.JointRows` or a `data.Mixture`: the examples of each epoch
     examples_per_epoch: int
 
 
@@ -99,21 +105,19 @@ def read_data(config):
     train, dev = config.sources("train"), config.sources("dev")
     tables = data_lib.validate(tasks, train, empty_text=empty_text)
     data_lib.validate(tasks, dev, empty_text=empty_text, split="evaluation")
-    sampler = config.sampler_object()
+    sampler, seed = config.sampler_object(), config.training.seed
     if sampler is None:
-        mixture = None
-        examples = sum(int(np.any([m > 0 for m in t.masks.values()], axis=0).sum()) for t in tables)
+        rows = data_lib.JointRows(tasks, train, seed=seed, empty_text=empty_text)
     else:
-        mixture = data_lib.Mixture(
+        rows = data_lib.Mixture(
             tasks,
             train,
             sampler=sampler,
             num_epochs=config.training.epochs,
-            seed=config.training.seed,
+            seed=seed,
             empty_text=empty_text,
         )
-        examples = mixture.epoch_size
-    return _Data(train, dev, tables, mixture, examples)
+    return _Data(train, dev, tables, rows, rows.epoch_size)
 
 
 def training_texts(tables):
@@ -132,42 +136,17 @@ def training_texts(tables):
     return texts
 
 
-def _with_pair(pair):
-    def add(features, labels, masks):
-        features = dict(features)
-        features.setdefault("text_pair", tf.constant(""))
-        return features, labels, masks
-
-    return (lambda ds: ds.map(add)) if pair else (lambda ds: ds)
-
-
-def _train_batches(config, data, preprocessor, examples, counter):
-    """`(batches, epochs, steps_per_epoch, total_steps)` for `fit`."""
-    training, tasks = config.training, config.tasks
-    batch_size, seed = training.batch_size, training.seed
-    pair = _with_pair(preprocessor.pair)
-
-    def batched(raw, epoch=0):
-        return make_batches(pair(raw), preprocessor, batch_size, seed=seed + 1000 * epoch)
-
-    if data.mixture is None:
-        raw = data_lib.joint_dataset(tasks, data.train_sources, shuffle=True, seed=seed,
+def _budget_batches(config, data, preprocessor, examples):
+    """The first `examples` examples of the training stream, batched (one pass)."""
+    training = config.training
+    if isinstance(data.rows, data_lib.JointRows):
+        raw = data_lib.joint_dataset(config.tasks, data.train_sources, seed=training.seed,
                                      empty_text=config.data.empty_text)
-        if examples is not None:
-            raw = raw.repeat().take(examples)
-        batches, steps_per_epoch = batched(raw), None
-    elif examples is None:
-        epochs = [batched(data.mixture.epoch_dataset(e), e) for e in range(training.epochs)]
-        batches = epochs[0]
-        for more in epochs[1:]:
-            batches = batches.concatenate(more)
-        steps_per_epoch = math.ceil(data.examples_per_epoch / batch_size)
+        raw = raw.repeat().take(examples)
     else:
-        batches, steps_per_epoch = batched(data.mixture.dataset().take(examples)), None
-    count = examples or data.examples_per_epoch
-    epochs = 1 if examples is not None else training.epochs
-    total_steps = math.ceil(count / batch_size) * epochs
-    return batches.map(counter), epochs, steps_per_epoch, total_steps
+        raw = data.rows.dataset().take(examples)
+    raw = with_pair_feature(preprocessor.pair)(raw)
+    return make_batches(raw, preprocessor, training.batch_size, seed=training.seed)
 
 
 def build_model(config, preprocessor, strategy=None, total_steps=1):
@@ -222,7 +201,7 @@ def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_pr
     True
     """
     datasets = data_lib.eval_datasets(model.tasks, dev_sources, empty_text=empty_text)
-    pair = _with_pair(model.preprocessor.pair)
+    pair = with_pair_feature(model.preprocessor.pair)
     metrics, predictions = {}, {}
     for task in model.tasks:
         batches = make_batches(pair(datasets[task.name]), model.preprocessor, batch_size).cache()
@@ -251,6 +230,9 @@ def fit_run(
     strategy=None,
     callbacks=(),
     run_dir=None,
+    restart=False,
+    allow_changed_settings=False,
+    explicit_loop=False,
     label=None,
     verbose=1,
     with_predictions=True,
@@ -265,8 +247,13 @@ def fit_run(
             making one from the training texts.
         strategy: a `tf.distribute.Strategy` to build and train under.
         callbacks: more Keras callbacks for `fit`.
-        run_dir: if set, `fit` writes `history.csv` there, and the best and
-            backup weights when `training.checkpoint` / `training.backup`.
+        run_dir: if set, `fit` writes `history.csv` and the checkpoints
+            there (see `checkpoints`), and a rerun on the same directory
+            resumes from the newest checkpoint.
+        restart: with `run_dir`, delete its checkpoints and start over.
+        allow_changed_settings: resume although the training settings differ
+            from the checkpoints' (reported); else that is an error.
+        explicit_loop: train with `loop.train_loop` instead of `fit`.
         label: a name for progress lines.
         verbose: 0 silent, 1 a line per epoch (and a heartbeat each minute).
         with_predictions: also return the dev labels and outputs.
@@ -277,6 +264,13 @@ def fit_run(
         `parameters`, and `prepare_seconds`, `vocabulary_seconds`,
         `train_seconds`, `train_cpu_seconds`, `evaluate_seconds`,
         `total_seconds`.
+
+    Raises:
+        guards.NonFiniteLossError: a task's loss was not finite (the run
+            directory is marked failed; the last finite checkpoint is kept).
+        checkpoints.Preempted: SIGTERM or SIGINT; a checkpoint was saved.
+        checkpoints.CheckpointError: the run directory's checkpoints cannot
+            be resumed with this config.
 
     Example:
     >>> from mtl_keras.config import load_config
@@ -290,6 +284,8 @@ def fit_run(
     start = time.perf_counter()
     config = config.resolved()
     training = config.training
+    if training.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(training.seed)
     data = read_data(config)
     prepared = time.perf_counter()
@@ -297,37 +293,65 @@ def fit_run(
         preprocessor = config.build_preprocessor(training_texts(data.tables))
     vocabulary_seconds = time.perf_counter() - prepared
     counter = BatchCounter([t.name for t in config.tasks])
-    batches, epochs, steps_per_epoch, total_steps = _train_batches(
-        config, data, preprocessor, examples, counter
-    )
+    epochs = 1 if examples is not None else training.epochs
+    count = examples or data.examples_per_epoch
+    total_steps = math.ceil(count / training.batch_size) * epochs
     model = build_model(config, preprocessor, strategy, total_steps)
     dev_raw = data_lib.joint_dataset(
         config.tasks, data.dev_sources, shuffle=False, empty_text=config.data.empty_text
     )
     dev_batches = make_batches(
-        _with_pair(preprocessor.pair)(dev_raw), preprocessor, training.batch_size
+        with_pair_feature(preprocessor.pair)(dev_raw), preprocessor, training.batch_size
     ).cache()
-    callbacks = [keras.callbacks.TerminateOnNaN(), *callbacks, *_run_dir_callbacks(run_dir, training)]
+    callbacks = [guards.FailOnNonFinite(), *callbacks]
+    checkpoint, position = None, (0, 0)
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = _run_checkpoint(config, data, model, run_dir, restart,
+                                     allow_changed_settings)
+        position = checkpoint.restore()
+        _keep_history_before(run_dir / HISTORY, position[0])
+        callbacks += _run_dir_callbacks(run_dir, training)
+        for note in checkpoint.notes:
+            print(note, flush=True)
+        if position != (0, 0):
+            print(f"Resuming {run_dir} at step {checkpoint.step()} (epoch "
+                  f"{position[0] + 1}, batch {position[1]}).", flush=True)
     if verbose:
         callbacks.append(Progress(config.tasks, epochs, total_steps // epochs, label))
         print(
             f"{label or 'Training'}: {', '.join(t.name for t in config.tasks)} on "
-            f"{examples or data.examples_per_epoch} examples"
-            f"{'' if examples else ' per epoch'} ({total_steps} steps of "
+            f"{count} examples{'' if examples else ' per epoch'} ({total_steps} steps of "
             f"{training.batch_size}), vocabulary {preprocessor.vocabulary_size}, "
             f"{model.count_params():,} parameters, {config.precision}.",
             flush=True,
         )
     fit_start, fit_cpu = time.perf_counter(), time.process_time()
-    history = model.fit(
-        batches,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=dev_batches if examples is None else None,
-        callbacks=callbacks,
-        shuffle=False,  # the data pipeline shuffles
-        verbose=0,
-    )
+    if examples is not None:
+        budget = _budget_batches(config, data, preprocessor, examples).map(counter)
+        history = model.fit(budget, epochs=1, callbacks=callbacks, shuffle=False,
+                            verbose=0).history
+    else:
+        batches = EpochBatches(data.rows, preprocessor, training.batch_size,
+                               seed=training.seed, map_fn=counter)
+        if position != (0, 0):  # count what the checkpointed steps consumed
+            done = position[0] * batches.steps_per_epoch + position[1]
+            for _ in batches.stream(0, 0, epochs).take(done):
+                pass
+        try:
+            history = train_epochs(
+                model, batches, epochs, start=position, checkpoint=checkpoint,
+                explicit_loop=explicit_loop, validation_data=dev_batches, callbacks=callbacks,
+            )
+        except guards.NonFiniteLossError as error:
+            if run_dir is not None:
+                _mark_failed(run_dir, model, error)
+            raise
+        if checkpoint is not None and checkpoint.signal is not None:
+            raise checkpoints.Preempted(checkpoint.signal, checkpoint.step())
+        if run_dir is not None:
+            history = read_history(run_dir / HISTORY)
     train_seconds, train_cpu = time.perf_counter() - fit_start, time.process_time() - fit_cpu
     if run_dir is not None and training.checkpoint and (run_dir / BEST_WEIGHTS).exists():
         model.load_weights(str(run_dir / BEST_WEIGHTS))
@@ -347,123 +371,96 @@ def fit_run(
         total_seconds=round(time.perf_counter() - start, 2),
     )
     return RunResult(
-        model, dict(history.history), metrics, predictions, compute,
-        data.examples_per_epoch, config,
+        model, dict(history), metrics, predictions, compute, data.examples_per_epoch, config
     )
 
 
 BEST_WEIGHTS = "checkpoints/best.weights.h5"
+CHECKPOINTS = "checkpoints"
+HISTORY = "history.csv"
+FAILED = "FAILED.json"
+# What a resumed run must share with the checkpoints (besides tasks and shapes).
+RESUME_SETTINGS = (
+    "epochs", "batch_size", "learning_rate", "encoder_learning_rate", "weight_decay",
+    "warmup_fraction", "schedule", "seed", "steps_per_execution",
+)
+
+
+def _run_checkpoint(config, data, model, run_dir, restart, allow_changed):
+    training = config.training
+    if restart:
+        shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+        for name in (HISTORY, FAILED):
+            (run_dir / name).unlink(missing_ok=True)
+    settings = {k: getattr(training, k) for k in RESUME_SETTINGS}
+    settings.update(precision=config.precision, sampler=repr(config.sampler))
+    epoch_data = {"examples_per_epoch": data.examples_per_epoch}
+    checkpoint = checkpoints.TrainingCheckpoint(
+        run_dir / CHECKPOINTS,
+        checkpoints.manifest(model, settings, epoch_data),
+        every_steps=training.checkpoint_every_steps,
+        every_seconds=training.checkpoint_every_seconds,
+        max_to_keep=training.checkpoints_to_keep,
+        allow_changed_hyperparameters=allow_changed,
+    )
+    checkpoint.set_model(model)
+    return checkpoint
+
+
+def _keep_history_before(path, epoch):
+    """Drops the rows of `epoch` and later from a `history.csv` (they are retrained)."""
+    if not path.exists():
+        return
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) < epoch]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(kept if len(kept) > 1 else [])
+
+
+def _mark_failed(run_dir, model, error):
+    step = checkpoints.load_latest_weights(model, run_dir / CHECKPOINTS)
+    report = {"error": str(error), "restored_step": step}
+    (run_dir / FAILED).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def read_history(path):
+    """`{column: [values]}` of a `CSVLogger` file.
+
+    Example:
+    >>> import tempfile
+    >>> path = tempfile.mkdtemp() + "/history.csv"
+    >>> _ = open(path, "w").write(chr(10).join(["epoch,loss", "0,1.5", "1,0.5"]))
+    >>> read_history(path)
+    {'loss': [1.5, 0.5]}
+    """
+    history = {}
+    if not Path(path).exists():
+        return history
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key == "epoch":
+                    continue
+                try:
+                    history.setdefault(key, []).append(float(value))
+                except (TypeError, ValueError):
+                    history.setdefault(key, []).append(float("nan"))
+    return history
 
 
 def _run_dir_callbacks(run_dir, training):
-    if run_dir is None:
-        return []
-    found = [keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=training.backup)]
+    found = [keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True)]
     if training.checkpoint:
         (run_dir / BEST_WEIGHTS).parent.mkdir(parents=True, exist_ok=True)
+        history = read_history(run_dir / HISTORY).get("val_loss", [])
         found.append(
             keras.callbacks.ModelCheckpoint(
                 str(run_dir / BEST_WEIGHTS),
                 monitor="val_loss",
                 save_best_only=True,
                 save_weights_only=True,
+                initial_value_threshold=min(history) if history else None,
             )
         )
-    if training.backup:
-        found.append(keras.callbacks.BackupAndRestore(str(run_dir / "backup")))
     return found
-
-
-class BatchCounter:
-    """Counts what the training batches delivered, as `fit` consumed them.
-
-    Mapped over a batch dataset (`batches.map(counter)`); `result()` gives
-    the batches, examples, token positions (padded and real) and labelled
-    examples per task.
-
-    Example:
-    >>> import numpy as np
-    >>> counter = BatchCounter(["spam"])
-    >>> x = {"padding_mask": np.array([[True, True, False]])}
-    >>> _ = counter(x, {"spam": np.ones(1)}, {"spam": np.ones(1)})
-    >>> counter.result()["padded_tokens"], counter.result()["tokens"]
-    (3, 2)
-    """
-
-    def __init__(self, task_names):
-        def zero():
-            return tf.Variable(0, dtype=tf.int64, trainable=False)
-
-        self.batches, self.examples = zero(), zero()
-        self.padded_tokens, self.tokens = zero(), zero()
-        self.labelled = {name: zero() for name in task_names}
-
-    def __call__(self, x, y, sample_weight):
-        mask = x["padding_mask"]
-        updates = [
-            self.batches.assign_add(1),
-            self.examples.assign_add(tf.shape(mask, out_type=tf.int64)[0]),
-            self.padded_tokens.assign_add(tf.size(mask, out_type=tf.int64)),
-            self.tokens.assign_add(tf.reduce_sum(tf.cast(mask, tf.int64))),
-        ]
-        for name, count in self.labelled.items():
-            if name in sample_weight:
-                labelled = tf.reduce_sum(tf.cast(sample_weight[name] > 0, tf.int64))
-                updates.append(count.assign_add(labelled))
-        with tf.control_dependencies(updates):
-            x = tf.nest.map_structure(tf.identity, x)
-        return x, y, sample_weight
-
-    def result(self):
-        return {
-            "batches": int(self.batches.numpy()),
-            "examples": int(self.examples.numpy()),
-            "padded_tokens": int(self.padded_tokens.numpy()),
-            "tokens": int(self.tokens.numpy()),
-            "labelled_examples": {n: int(v.numpy()) for n, v in self.labelled.items()},
-        }
-
-
-class Progress(keras.callbacks.Callback):
-    """The progress display: the loss and each task's headline metric.
-
-    Keras' own bar prints every log (three or more per task), which wraps
-    over several lines; this shows `loss` and `<task>_<headline>` while
-    training, and the same keys on the dev data at the end of an epoch. When
-    stdout is not a terminal (a log file, CI) it writes one line per epoch
-    and, in long epochs, a heartbeat line every `heartbeat_seconds`.
-
-    Example:
-    >>> from mtl_keras import Task
-    >>> Progress([Task("topic", "multiclass", 3)], epochs=1, steps=10).keys
-    ['loss', 'topic_accuracy']
-    """
-
-    def __init__(self, tasks, epochs, steps, label=None, heartbeat_seconds=60.0):
-        super().__init__()
-        self.keys = ["loss"] + [f"{t.name}_{t.headline_metric}" for t in tasks]
-        self.epochs, self.steps, self.label = epochs, steps, label
-        self.heartbeat_seconds = heartbeat_seconds
-        self.interactive = sys.stdout.isatty()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        print(f"{self.label + ': ' if self.label else ''}Epoch {epoch + 1}/{self.epochs}")
-        stateful = self.keys + [f"val_{k}" for k in self.keys]
-        self.progbar = keras.utils.Progbar(self.steps, stateful_metrics=stateful)
-        self.last = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.interactive:
-            self.progbar.update(batch + 1, self._values(logs, ""), finalize=False)
-        elif time.perf_counter() - self.last >= self.heartbeat_seconds:
-            self.last = time.perf_counter()
-            loss = (logs or {}).get("loss")
-            print(f"  step {batch + 1}/{self.steps}, loss {float(loss):.4f}", flush=True)
-
-    def on_epoch_end(self, epoch, logs=None):
-        values = self._values(logs, "") + self._values(logs, "val_")
-        self.progbar.update(self.steps, values, finalize=True)
-
-    def _values(self, logs, prefix):
-        logs = logs or {}
-        return [(prefix + k, float(logs[prefix + k])) for k in self.keys if prefix + k in logs]

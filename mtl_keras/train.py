@@ -17,7 +17,6 @@ directory:
 data of a config.
 """
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from mtl_keras.data import validate
 from mtl_keras.export import export_saved_model, load_keras_model
 from mtl_keras.kinds import get_kind
 from mtl_keras.model import MultiTaskModel
-from mtl_keras.pipeline import evaluate_tasks, fit_run
+from mtl_keras.pipeline import FAILED, evaluate_tasks, fit_run, read_history
 
 
 class RunError(ValueError):
@@ -102,36 +101,20 @@ def format_metrics_table(metrics):
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
-def read_history(path):
-    """`{column: [values]}` of a `CSVLogger` file.
-
-    Example:
-    >>> import tempfile
-    >>> path = tempfile.mkdtemp() + "/history.csv"
-    >>> _ = open(path, "w").write(chr(10).join(["epoch,loss", "0,1.5", "1,0.5"]))
-    >>> read_history(path)
-    {'loss': [1.5, 0.5]}
-    """
-    history = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if key == "epoch":
-                    continue
-                try:
-                    history.setdefault(key, []).append(float(value))
-                except (TypeError, ValueError):
-                    history.setdefault(key, []).append(float("nan"))
-    return history
-
-
-def run_training(config, out_dir, verbose=1):
+def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settings=False):
     """Trains the model a `RunConfig` describes and writes a run directory.
+
+    A run directory that holds checkpoints is resumed from the newest one
+    (`restart=True` deletes them and starts over). A run that fails (a
+    non-finite loss) leaves `FAILED.json` and no model or metrics.
 
     Args:
         config: a `RunConfig` (see `mtl_keras.config.load_config`).
-        out_dir: the run directory (created; existing files are replaced).
+        out_dir: the run directory (created; the results are replaced).
         verbose: 0 silent, 1 progress lines and final table.
+        restart: start over even if the directory holds checkpoints.
+        allow_changed_settings: resume although the training settings
+            changed (see `pipeline.fit_run`).
 
     Returns:
         The `pipeline.RunResult`; its `metrics` are written to `metrics.json`:
@@ -147,7 +130,10 @@ def run_training(config, out_dir, verbose=1):
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result = fit_run(config, run_dir=out, verbose=verbose)
+    for name in ("metrics.json", FAILED):
+        (out / name).unlink(missing_ok=True)
+    result = fit_run(config, run_dir=out, verbose=verbose, restart=restart,
+                     allow_changed_settings=allow_changed_settings)
     model, config = result.model, result.config
     vocabulary = model.preprocessor.tokenizer.get_vocabulary()
     (out / "vocabulary.txt").write_text("\n".join(vocabulary) + "\n", encoding="utf-8")

@@ -11,8 +11,8 @@ ORDER = [
     "_compat", "plots", "metrics", "kinds.base", "kinds.multiclass", "kinds.binary",
     "kinds.multilabel", "kinds.regression", "kinds.tagging", "kinds", "tasks",
     "data.examples", "data.sources", "data.mixing", "data.sample", "data",
-    "preprocess", "backbone", "weighting", "optimizers", "model", "minilm", "pretrained",
-    "loop", "add_task", "export", "config_checks", "config", "pipeline", "train",
+    "preprocess", "backbone", "weighting", "optimizers", "guards", "serving", "model",
+    "minilm", "pretrained", "loop", "checkpoints", "epochs", "progress", "add_task", "export", "config_checks", "config", "pipeline", "train",
     "compare_report", "compare", "cli",
 ]
 LEVELS = {name: i for i, name in enumerate(ORDER)}
