@@ -1,19 +1,15 @@
 """The multi-task model: a shared encoder, one head per task, one training step."""
 
-import weakref
-
 import keras
 import tensorflow as tf
 
-from mtl_keras import _compat
+from mtl_keras import _compat, guards
 from mtl_keras.backbone import SharedEncoder  # noqa: F401 (registers it for loading)
-from mtl_keras.kinds import format_rows
 from mtl_keras.optimizers import EncoderAdamW
-from mtl_keras.preprocess import TextPreprocessor, text_inputs, to_bytes
+from mtl_keras.preprocess import TextPreprocessor, text_inputs
+from mtl_keras.serving import TextServing
 from mtl_keras.tasks import validate_tasks
 from mtl_keras.weighting import LossWeighting, StaticWeighting
-
-_SERVE_TEXT = weakref.WeakKeyDictionary()  # model -> traced serve_text
 
 
 def _global_sum(value):
@@ -25,7 +21,7 @@ def _global_sum(value):
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
-class MultiTaskModel(_compat.PrebuiltFunctionalModel):
+class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
     """A shared encoder feeding one Dense head per task, with named outputs.
 
     Takes `{"token_ids": int [B, L], "padding_mask": bool [B, L]}` and
@@ -44,7 +40,9 @@ class MultiTaskModel(_compat.PrebuiltFunctionalModel):
     for a task contributes exactly 0. The task losses are combined by a
     `LossWeighting` strategy (a weighted sum by default). Under
     `mixed_float16` the loss is scaled through the optimizer
-    (`LossScaleOptimizer`); the unscaled loss is what is logged.
+    (`LossScaleOptimizer`); the unscaled loss is what is logged, with
+    `skipped_steps`. The embedding's sparse gradient is made dense before the
+    optimizer sees it, and a step whose loss is not finite is not applied.
 
     Args:
         tasks: a list of `Task`s (or their config dicts).
@@ -330,9 +328,34 @@ class MultiTaskModel(_compat.PrebuiltFunctionalModel):
             del tape
         else:
             gradients = tape.gradient(scaled_loss, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        # The embedding's gradient is an IndexedSlices with one slice per token
+        # occurrence. Dense, its duplicates are summed before the clip norm and
+        # Adam's square (else a token seen k times gets sum g^2, not (sum g)^2),
+        # and the all-reduce of a strategy sums it exactly.
+        gradients = [
+            tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+            for g in gradients
+        ]
+        self._apply_if_finite(loss, gradients, variables)
         self._count_step(loss, self.train_step_counter)
-        return self.get_metrics_result()
+        logs = self.get_metrics_result()
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # Steps the loss scale skipped (non-finite fp16 gradients): normal, logged.
+            logs["skipped_steps"] = self.train_step_counter - self.optimizer.iterations
+        return logs
+
+    def _apply_if_finite(self, loss, gradients, variables):
+        """Applies the gradients unless the loss is non-finite (`FailOnNonFinite` stops)."""
+        if self.distribute_strategy.num_replicas_in_sync > 1:
+            # Keras's distributed update (a merge call) cannot sit in a `tf.cond`:
+            # here the step is applied, and `FailOnNonFinite` stops on the loss.
+            self.optimizer.apply_gradients(zip(gradients, variables))
+            return
+
+        def apply():
+            self.optimizer.apply_gradients(zip(gradients, variables))
+
+        tf.cond(tf.math.is_finite(loss), apply, lambda: None)
 
     def _count_step(self, loss, step_counter=None):
         # Tie the counters to the loss: when Keras runs a step past the end of
@@ -360,8 +383,6 @@ class MultiTaskModel(_compat.PrebuiltFunctionalModel):
     def get_metrics_result(self):
         return {metric.name: metric.result() for metric in self.metrics}
 
-    # --- Predicting and serving ---------------------------------------------
-
     def predict(self, x, batch_size=None, **kwargs):
         """`keras.Model.predict`; also takes raw strings when the model has a
         preprocessor: a list of texts, or `{"text": [...], "text_pair": [...]}`
@@ -372,88 +393,33 @@ class MultiTaskModel(_compat.PrebuiltFunctionalModel):
             batch_size = None
         return super().predict(x, batch_size=batch_size, **kwargs)
 
-    def predict_labels(self, texts, text_pairs=None, top_k=None, batch_size=64):
-        """Label names and probabilities for raw strings, one dict per text.
+    def fit(self, x=None, y=None, *args, unlabelled_tasks=(), callbacks=None, **kwargs):
+        """`keras.Model.fit`, with the label keys checked first.
 
-        `{task: {"label": name, "probabilities": {name: p}}}`; multilabel
-        labels are lists, regression tasks give `{"value": x}`, tagging
-        tasks one label per word piece. `top_k` keeps only the K most likely
-        classes. The outputs are those of the exported SavedModel
-        (`serve_text`).
+        Label and sample-weight keys must name tasks of the model (a
+        misspelled key is an error with a suggestion). Every task that is
+        not frozen needs labels, unless listed in `unlabelled_tasks` (then
+        it is not trained). A `guards.FailOnNonFinite` callback is added:
+        a non-finite task loss stops training with an error naming the task.
         """
-        if isinstance(texts, (str, bytes)):
-            raise TypeError("predict_labels takes a list of texts, not one string.")
-        inputs = {"text": list(texts)}
-        if text_pairs is not None:
-            inputs["text_pair"] = list(text_pairs)
-        rows = []
-        serve = self.serve_text_function()
-        for batch in self._text_batches(inputs, batch_size, preprocess=False):
-            outputs = {k: v.numpy() for k, v in serve(*batch).items()}
-            rows.extend(format_rows(self.tasks, outputs, top_k=top_k))
-        return rows
+        labels, weights = guards.fit_label_keys(x, y, kwargs.get("sample_weight"))
+        if labels is not None or not isinstance(x, tf.data.Dataset):
+            guards.check_label_keys(self, labels, weights, unlabelled_tasks)
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # Keras ignores it for datasets, with a warning
+        callbacks = list(callbacks or [])
+        if not any(isinstance(c, guards.FailOnNonFinite) for c in callbacks):
+            callbacks.insert(0, guards.FailOnNonFinite())
+        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
 
-    def serving_outputs(self, token_ids, padding_mask):
-        """What the SavedModel serves for packed ids: each kind's outputs."""
-        token_ids = tf.cast(token_ids, tf.int32)
-        padding_mask = tf.cast(padding_mask, tf.bool)
-        logits = self({"token_ids": token_ids, "padding_mask": padding_mask}, training=False)
-        outputs = {"num_tokens": tf.reduce_sum(tf.cast(padding_mask, tf.int32), axis=1)}
-        for task in self.tasks:
-            z = tf.cast(logits[task.name], tf.float32)
-            outputs.update(task.task_kind.serving_outputs(task, z, padding_mask))
-        return outputs
+    def evaluate(self, x=None, y=None, *args, steps=None, **kwargs):
+        """`keras.Model.evaluate`; refuses data that would not count each example once.
 
-    def serve_text(self, text, text_pair=None):
-        """What the SavedModel serves for strings: tokenized in the graph."""
-        x = self._require_preprocessor()(*_segments(text, text_pair))
-        # Cut the padding shared by the whole batch: the encoder takes any
-        # length up to `sequence_length`, and short requests get cheaper.
-        lengths = tf.reduce_sum(tf.cast(x["padding_mask"], tf.int32), axis=1)
-        length = tf.reduce_max(tf.concat([lengths, [1]], axis=0))
-        return self.serving_outputs(
-            x["token_ids"][:, :length], x["padding_mask"][:, :length]
-        )
-
-    def text_signature(self):
-        """The `tf.TensorSpec`s of `serve_text`'s inputs."""
-        spec = [tf.TensorSpec([None], tf.string, name="text")]
-        if self._require_preprocessor().pair:
-            spec.append(tf.TensorSpec([None], tf.string, name="text_pair"))
-        return spec
-
-    def serve_text_function(self):
-        """`serve_text` traced once per model (kept outside the model, so
-        that a SavedModel export does not pick it up)."""
-        if self not in _SERVE_TEXT:
-            _SERVE_TEXT[self] = tf.function(
-                self.serve_text, input_signature=self.text_signature(), autograph=False
-            )
-        return _SERVE_TEXT[self]
-
-    def _require_preprocessor(self):
-        if self.preprocessor is None:
-            raise ValueError(
-                "This model has no preprocessor, so it takes token ids, not "
-                "strings: build it with MultiTaskModel(tasks, encoder, preprocessor)."
-            )
-        return self.preprocessor
-
-    def _text_batches(self, texts, batch_size, preprocess=True):
-        preprocessor = self._require_preprocessor()
-        columns = [texts["text"]] + ([texts["text_pair"]] if "text_pair" in texts else [])
-        if len(columns) != (2 if preprocessor.pair else 1):
-            wanted = "sentence pairs ({'text': [...], 'text_pair': [...]})"
-            raise ValueError(f"This model takes {wanted if preprocessor.pair else 'single texts'}.")
-        if len(set(map(len, columns))) > 1:
-            raise ValueError("text and text_pair must have the same length.")
-        tensors = tuple(
-            tf.constant([to_bytes(t) for t in column], tf.string) for column in columns
-        )
-        dataset = tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size)
-        if preprocess:
-            dataset = dataset.map(lambda *segments: preprocessor(*segments))
-        return dataset
+        (A repeating dataset, `drop_remainder=True` batches, or `steps` other
+        than the dataset's length: see `guards.check_evaluation_data`.)
+        """
+        guards.check_evaluation_data(x, steps)
+        return super().evaluate(x, y, *args, steps=steps, **kwargs)
 
     # --- Serialization -------------------------------------------------------
 
@@ -491,8 +457,4 @@ class MultiTaskModel(_compat.PrebuiltFunctionalModel):
             config["preprocessor"] = keras.layers.deserialize(config["preprocessor"])
         config["weighting"] = keras.layers.deserialize(config["weighting"])
         return cls(**config)
-
-
-def _segments(text, text_pair):
-    return (text,) if text_pair is None else (text, text_pair)
 

@@ -76,6 +76,7 @@ def test_overflowing_step_is_skipped_and_the_scale_drops():
     model.optimizer.dynamic_scale.assign(2.0**100)  # gradients overflow to inf
     logs = model.train_on_batch(x, y, sample_weight=w, return_dict=True)
     assert np.isfinite(logs["loss"])  # the unscaled loss is still logged
+    assert logs["skipped_steps"] == 1  # a skipped step is logged as such, not a failure
     assert float(model.optimizer.dynamic_scale) == 2.0**99
     assert int(model.optimizer.iterations) == 1  # the optimizer skipped it...
     assert int(model.train_step_counter) == 2  # ...our own counter did not

@@ -137,8 +137,9 @@ class _Source:
         labels = {t.name: [] for t in tasks}
         masks = {t.name: [] for t in tasks}
         kinds = {t.name: t.task_kind for t in tasks}
-        empty, replaced, first_empty = 0, 0, None
+        empty, replaced, first_empty, wheres = 0, 0, None, []
         for where, text, pair, raw in self._records():
+            wheres.append(where)
             for column, value in ((self.text, text), (self.text_pair, pair)):
                 if value is not None and not value.strip():
                     if empty_text == "error":
@@ -169,6 +170,14 @@ class _Source:
                 masks[task.name].append(0.0 if label is None else 1.0)
                 labels[task.name].append(
                     kind.placeholder(task, num_words) if label is None else label
+                )
+        for task in tasks:
+            found = kinds[task.name].check_column(task, labels[task.name], masks[task.name])
+            if found is not None:
+                row, problem = found
+                raise DataValidationError(
+                    f"Task {task.name!r} ({task.kind}): {problem}. Found in column "
+                    f"{_show_column(self.tasks[task.name])} of {self.location}, {wheres[row]}."
                 )
         if empty:
             logger.warning(

@@ -183,6 +183,14 @@ class TaskKind:
         """What stands in for a missing label (masked out)."""
         return 0
 
+    def check_column(self, task, values, masks):
+        """`(row, problem)` for the worst label of a whole column, or None.
+
+        Called once per source with every parsed label (`masks` 1.0 where
+        present), for checks a single cell cannot make.
+        """
+        return None
+
     def label_array(self, task, values):
         """A numpy column of parsed labels."""
         return np.asarray(values, "float32")

@@ -1,0 +1,115 @@
+"""Strings in, labels out: the serving half of `MultiTaskModel`.
+
+`TextServing` is mixed into `MultiTaskModel`: it tokenizes raw strings with
+the model's preprocessor (in the graph, for the SavedModel), computes each
+kind's serving outputs, and formats them as label names for clients.
+"""
+
+import weakref
+
+import tensorflow as tf
+
+from mtl_keras.kinds import format_rows
+from mtl_keras.preprocess import to_bytes
+
+_SERVE_TEXT = weakref.WeakKeyDictionary()  # model -> traced serve_text
+
+
+class TextServing:
+    """The string-serving methods of `MultiTaskModel` (a mixin).
+
+    Example:
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+    >>> preprocessor = TextPreprocessor.from_texts(["good film"], 20, sequence_length=8)
+    >>> encoder = SharedEncoder.for_preprocessor(preprocessor, hidden_dim=8, num_layers=1)
+    >>> model = MultiTaskModel([Task("liked", "binary")], encoder, preprocessor)
+    >>> isinstance(model, TextServing), sorted(model.predict_labels(["good"])[0]["liked"])
+    (True, ['label', 'probabilities'])
+    """
+
+    def predict_labels(self, texts, text_pairs=None, top_k=None, batch_size=64):
+        """Label names and probabilities for raw strings, one dict per text.
+
+        `{task: {"label": name, "probabilities": {name: p}}}`; multilabel
+        labels are lists, regression tasks give `{"value": x}`, tagging
+        tasks one label per word piece. `top_k` keeps only the K most likely
+        classes. The outputs are those of the exported SavedModel
+        (`serve_text`).
+        """
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("predict_labels takes a list of texts, not one string.")
+        inputs = {"text": list(texts)}
+        if text_pairs is not None:
+            inputs["text_pair"] = list(text_pairs)
+        rows = []
+        serve = self.serve_text_function()
+        for batch in self._text_batches(inputs, batch_size, preprocess=False):
+            outputs = {k: v.numpy() for k, v in serve(*batch).items()}
+            rows.extend(format_rows(self.tasks, outputs, top_k=top_k))
+        return rows
+
+    def serving_outputs(self, token_ids, padding_mask):
+        """What the SavedModel serves for packed ids: each kind's outputs."""
+        token_ids = tf.cast(token_ids, tf.int32)
+        padding_mask = tf.cast(padding_mask, tf.bool)
+        logits = self({"token_ids": token_ids, "padding_mask": padding_mask}, training=False)
+        outputs = {"num_tokens": tf.reduce_sum(tf.cast(padding_mask, tf.int32), axis=1)}
+        for task in self.tasks:
+            z = tf.cast(logits[task.name], tf.float32)
+            outputs.update(task.task_kind.serving_outputs(task, z, padding_mask))
+        return outputs
+
+    def serve_text(self, text, text_pair=None):
+        """What the SavedModel serves for strings: tokenized in the graph."""
+        x = self._require_preprocessor()(*_segments(text, text_pair))
+        # Cut the padding shared by the whole batch: the encoder takes any
+        # length up to `sequence_length`, and short requests get cheaper.
+        lengths = tf.reduce_sum(tf.cast(x["padding_mask"], tf.int32), axis=1)
+        length = tf.reduce_max(tf.concat([lengths, [1]], axis=0))
+        return self.serving_outputs(
+            x["token_ids"][:, :length], x["padding_mask"][:, :length]
+        )
+
+    def text_signature(self):
+        """The `tf.TensorSpec`s of `serve_text`'s inputs."""
+        spec = [tf.TensorSpec([None], tf.string, name="text")]
+        if self._require_preprocessor().pair:
+            spec.append(tf.TensorSpec([None], tf.string, name="text_pair"))
+        return spec
+
+    def serve_text_function(self):
+        """`serve_text` traced once per model (kept outside the model, so
+        that a SavedModel export does not pick it up)."""
+        if self not in _SERVE_TEXT:
+            _SERVE_TEXT[self] = tf.function(
+                self.serve_text, input_signature=self.text_signature(), autograph=False
+            )
+        return _SERVE_TEXT[self]
+
+    def _require_preprocessor(self):
+        if self.preprocessor is None:
+            raise ValueError(
+                "This model has no preprocessor, so it takes token ids, not "
+                "strings: build it with MultiTaskModel(tasks, encoder, preprocessor)."
+            )
+        return self.preprocessor
+
+    def _text_batches(self, texts, batch_size, preprocess=True):
+        preprocessor = self._require_preprocessor()
+        columns = [texts["text"]] + ([texts["text_pair"]] if "text_pair" in texts else [])
+        if len(columns) != (2 if preprocessor.pair else 1):
+            wanted = "sentence pairs ({'text': [...], 'text_pair': [...]})"
+            raise ValueError(f"This model takes {wanted if preprocessor.pair else 'single texts'}.")
+        if len(set(map(len, columns))) > 1:
+            raise ValueError("text and text_pair must have the same length.")
+        tensors = tuple(
+            tf.constant([to_bytes(t) for t in column], tf.string) for column in columns
+        )
+        dataset = tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size)
+        if preprocess:
+            dataset = dataset.map(lambda *segments: preprocessor(*segments))
+        return dataset
+
+
+def _segments(text, text_pair):
+    return (text,) if text_pair is None else (text, text_pair)
