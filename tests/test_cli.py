@@ -11,7 +11,7 @@ from tiny_config import write_tiny_config
 
 from mtl_keras import cli, plots
 from mtl_keras.config import DEFAULT_CONFIG, load_config
-from mtl_keras.train import read_history
+from mtl_keras.pipeline import read_history
 
 TASKS = {"topic", "sentiment", "rating"}
 RUN_FILES = [
