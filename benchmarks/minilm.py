@@ -60,8 +60,8 @@ from mtl_keras.export import (  # noqa: E402
 )
 from mtl_keras.minilm import minilm_preset_dir  # noqa: E402
 from mtl_keras.pipeline import evaluate_tasks, fit_run  # noqa: E402
-from mtl_keras.progress import Progress  # noqa: E402
 from mtl_keras.preprocess import make_batches  # noqa: E402
+from mtl_keras.progress import Progress  # noqa: E402
 from mtl_keras.train import format_metrics_table  # noqa: E402
 
 CONFIG = "glue_agnews_minilm"

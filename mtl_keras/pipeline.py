@@ -17,6 +17,7 @@ in one pass (how `compare` gives each model its budget).
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -315,7 +316,10 @@ def fit_run(
         callbacks += _run_dir_callbacks(run_dir, training)
         for note in checkpoint.notes:
             print(note, flush=True)
-        if position != (0, 0):
+        if position[0] >= epochs:
+            print(f"{run_dir} already holds the finished run (step {checkpoint.step()}): "
+                  "evaluating it again; --restart trains anew.", flush=True)
+        elif position != (0, 0):
             print(f"Resuming {run_dir} at step {checkpoint.step()} (epoch "
                   f"{position[0] + 1}, batch {position[1]}).", flush=True)
     if verbose:
@@ -394,7 +398,12 @@ def _run_checkpoint(config, data, model, run_dir, restart, allow_changed):
             (run_dir / name).unlink(missing_ok=True)
     settings = {k: getattr(training, k) for k in RESUME_SETTINGS}
     settings.update(precision=config.precision, sampler=repr(config.sampler))
-    epoch_data = {"examples_per_epoch": data.examples_per_epoch}
+    # The same data and vocabulary: a resume must continue the same epochs.
+    vocabulary = "\n".join(model.preprocessor.tokenizer.get_vocabulary())
+    epoch_data = {
+        "examples_per_epoch": data.examples_per_epoch,
+        "vocabulary_sha256": hashlib.sha256(vocabulary.encode("utf-8")).hexdigest(),
+    }
     checkpoint = checkpoints.TrainingCheckpoint(
         run_dir / CHECKPOINTS,
         checkpoints.manifest(model, settings, epoch_data),

@@ -17,7 +17,7 @@ from mtl_keras.config import load_config
 from mtl_keras.model import MultiTaskModel
 from mtl_keras.pipeline import fit_run, read_data
 
-EPOCHS, BATCH = 3, 16
+EPOCHS, BATCH = 2, 16
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def _config(root, sampler, path):
     mapping = {
         "tasks": tasks,
         "data_root": str(root),
-        "data": {"train": train, "dev": [{"file": "joint.tsv", "tasks": ["a", "b"]}]},
+        "data": {"train": train, "dev": [{"file": "joint.tsv", "tasks": ["a", "b"], "max_rows": 12}]},
         "preprocessor": {"vocabulary_size": 300, "sequence_length": 16},
         "encoder": {"hidden_dim": 8, "num_layers": 1, "num_heads": 2},
         "sampler": sampler,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import yaml
 from tiny_config import write_tiny_config
 
@@ -165,11 +166,15 @@ def test_sigterm_saves_exits_143_and_the_rerun_resumes_to_the_same_weights(
 
 def test_damaged_newest_checkpoints_fall_back_to_an_older_one(configs, uninterrupted, killed, capsys):
     run_dir = killed()
-    steps = sorted((int(p.name[5:-6]) for p in (run_dir / "checkpoints").glob("ckpt-*.index")),
-                   reverse=True)
-    assert len(steps) >= 3  # checkpoints_to_keep (one more if killed between a save and its cleanup)
-    for path in (run_dir / "checkpoints").glob(f"ckpt-{steps[0]}.*"):
-        path.unlink()  # the newest: deleted
+    directory = run_dir / "checkpoints"
+    # The checkpoints the manager recorded (a kill can land between writing
+    # one and recording it; an unrecorded one is not a committed checkpoint).
+    state = tf.train.get_checkpoint_state(str(directory))
+    steps = sorted((int(Path(p).name[5:]) for p in state.all_model_checkpoint_paths), reverse=True)
+    assert len(steps) >= 3  # checkpoints_to_keep (4 if killed between recording one and deleting the oldest)
+    for path in directory.glob("ckpt-*.*"):
+        if int(path.name[5:].split(".")[0]) >= steps[0]:
+            path.unlink()  # the newest: deleted
     for path in (run_dir / "checkpoints").glob(f"ckpt-{steps[1]}.data-*"):
         path.write_bytes(path.read_bytes()[:100])  # the one before: truncated
     result = fit_run(load_config(configs["joint"]), run_dir=run_dir, verbose=0, with_predictions=False)
