@@ -214,6 +214,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.handle_signals = handle_signals
         self.epoch_offset = 0  # batches of the current epoch done before this `fit`
         self.signal = None
+        self._previous_handlers = {}
         self.notes = []
         self._checkpoint = self._manager = None
         self._restored_metrics = None

@@ -144,6 +144,18 @@ def train_epochs(
         epoch, batch = epoch + 1, 0
     callbacks = [*callbacks, *([checkpoint] if checkpoint is not None else [])]
     history = {}
+    try:
+        _run(model, batches, epochs, epoch, batch, checkpoint, explicit_loop,
+             validation_data, callbacks, history)
+    finally:  # after an error too: give SIGTERM / SIGINT back their handlers
+        if checkpoint is not None:
+            checkpoint.on_train_end()
+    return history
+
+
+def _run(model, batches, epochs, epoch, batch, checkpoint, explicit_loop,
+         validation_data, callbacks, history):
+    steps = batches.steps_per_epoch
     while epoch < epochs:
         stop = epoch + 1 if batch else epochs
         if checkpoint is not None:
@@ -166,4 +178,3 @@ def train_epochs(
         if model.stop_training:
             break
         epoch, batch = stop, 0
-    return history
