@@ -215,6 +215,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.epoch_offset = 0  # batches of the current epoch done before this `fit`
         self.signal = None
         self._previous_handlers = {}
+        self._steps = None
         self.notes = []
         self._checkpoint = self._manager = None
         self._restored_metrics = None
@@ -243,14 +244,20 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         return _steps_of(self.directory)
 
     def step(self):
+        """The model's training step count (read from the model)."""
         return int(self.model.train_step_counter.numpy())
+
+    def _step_now(self):
+        # Counted in Python during `fit`: reading the variable every step
+        # would force a device sync per step.
+        return self._steps if self._steps is not None else self.step()
 
     def save(self, epoch, batch):
         """Saves the state now, at data position `(epoch, batch)`; returns its path."""
         self._state()
         self._epoch.assign(epoch)
         self._batch.assign(batch)
-        path = self._manager.save(checkpoint_number=self.step())
+        path = self._manager.save(checkpoint_number=self._step_now())
         self._last_save = time.monotonic()
         return path
 
@@ -312,6 +319,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._state()
+        self._steps, self._seen = self.step(), 0
         self._last_save = time.monotonic()
         self.signal = None
         self._previous_handlers = {}
@@ -323,7 +331,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.signal = signum  # acted on at the end of the current step
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._current_epoch, self._epoch_complete = epoch, False
+        self._current_epoch, self._epoch_complete, self._seen = epoch, False, 0
         if self._restored_metrics is not None and self.epoch_offset:
             # `fit` reset the metrics; the epoch goes on with the saved sums.
             for variable, value in zip(self.model.metrics_variables, self._restored_metrics):
@@ -332,10 +340,12 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         position = self.epoch_offset + batch + 1
+        self._steps += batch + 1 - self._seen  # one step per batch (steps_per_execution too)
+        self._seen = batch + 1
         steps = (self.params or {}).get("steps")
         last = steps is not None and batch + 1 >= steps
         due = self.signal is not None
-        if self.every_steps and self.step() % self.every_steps == 0:
+        if self.every_steps and self._steps % self.every_steps == 0:
             due = True
         if self.every_seconds and time.monotonic() - self._last_save >= self.every_seconds:
             due = True
@@ -353,6 +363,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
+        self._steps = None
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}
