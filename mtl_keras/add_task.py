@@ -4,7 +4,7 @@ import keras
 
 from mtl_keras.model import MultiTaskModel
 from mtl_keras.tasks import Task
-from mtl_keras.weighting import EqualWeighting, StaticWeighting
+from mtl_keras.weighting import StaticWeighting
 
 
 def add_task(model, task, freeze=True, weighting=None, name=None):
@@ -31,9 +31,9 @@ def add_task(model, task, freeze=True, weighting=None, name=None):
         model: a trained `MultiTaskModel`.
         task: the new `Task` (or its config dict); its name must be new.
         freeze: freeze the encoder and the old heads (see above).
-        weighting: the new model's `LossWeighting`. Default: a
-            `StaticWeighting` (or `EqualWeighting`) like `model`'s, with the
-            new task at its `loss_weight`. Other strategies must be given.
+        weighting: the new model's `LossWeighting`. Default: the method of
+            `model` (a `StaticWeighting` with the new task at its
+            `loss_weight`; a learned method's state starts afresh).
         name: the new model's name; default `model`'s.
 
     Returns:
@@ -88,13 +88,7 @@ def add_task(model, task, freeze=True, weighting=None, name=None):
 
 
 def _extended_weighting(weighting, task):
-    if type(weighting) is EqualWeighting:
-        return EqualWeighting()
+    """The same method for one more task; learned state starts afresh."""
     if type(weighting) is StaticWeighting:
-        return StaticWeighting(
-            {**weighting.weights_by_task, task.name: task.loss_weight}
-        )
-    raise ValueError(
-        f"add_task cannot extend a {type(weighting).__name__} to a new task; "
-        "pass weighting=... for the new model."
-    )
+        return StaticWeighting({**weighting.weights_by_task, task.name: task.loss_weight})
+    return type(weighting).from_config(weighting.get_config())

@@ -3,21 +3,14 @@
 import keras
 import tensorflow as tf
 
-from mtl_keras import _compat, guards
+from mtl_keras import _compat, guards, step
 from mtl_keras.backbone import SharedEncoder  # noqa: F401 (registers it for loading)
 from mtl_keras.optimizers import EncoderAdamW
 from mtl_keras.preprocess import TextPreprocessor, text_inputs
 from mtl_keras.serving import TextServing
+from mtl_keras.step import global_sum
 from mtl_keras.tasks import validate_tasks
-from mtl_keras.weighting import LossWeighting, StaticWeighting
-
-
-def _global_sum(value):
-    """Sums `value` over the replicas of the current strategy (identity on one)."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+from mtl_keras.weighting import LossWeighting, get_weighting
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
@@ -94,8 +87,7 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
             raise ValueError(
                 f"frozen_tasks {sorted(unknown)} are not tasks of the model."
             )
-        if weighting is None:
-            weighting = StaticWeighting({t.name: t.loss_weight for t in tasks})
+        weighting = get_weighting("static" if weighting is None else weighting, tasks)
         if not isinstance(weighting, LossWeighting):
             raise TypeError(
                 f"weighting must be a LossWeighting, got {type(weighting).__name__}."
@@ -136,6 +128,7 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
         self.tasks = tasks
         self.preprocessor = preprocessor
         self.weighting = weighting
+        weighting.build_for_tasks(self.task_names)
         self.losses_by_task = {task.name: task.loss() for task in tasks}
         # Counts every train step, including the ones a LossScaleOptimizer
         # skips (which do not advance `optimizer.iterations`).
@@ -151,6 +144,12 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
             task.name: keras.metrics.Mean(name=f"{task.name}_loss") for task in tasks
         }
         self._task_metrics = {task.name: task.metrics() for task in tasks}
+        # Each task's effective weight, averaged over the epoch's steps.
+        self._weight_trackers = {
+            task.name: keras.metrics.Mean(name=f"{task.name}_weight")
+            for task in tasks
+            if weighting.logs_weights
+        }
 
     @property
     def task_names(self):
@@ -229,6 +228,10 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
         ):
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         kwargs.setdefault("jit_compile", False)
+        if self.weighting.trainable_weights:  # e.g. uncertainty's log variances
+            inner = getattr(optimizer, "inner_optimizer", optimizer)
+            if not inner.built:
+                inner.exclude_from_weight_decay(var_list=self.weighting.trainable_weights)
         super().compile(optimizer=optimizer, auto_scale_loss=False, **kwargs)
         self._build_optimizer()
 
@@ -262,18 +265,26 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
         for name in self.task_names:
             tracked.append(self._task_loss_trackers[name])
             tracked.extend(self._task_metrics[name])
-        return tracked
+        return tracked + list(self._weight_trackers.values())
 
-    def compute_task_losses(self, y, y_pred, sample_weight=None, update_metrics=True):
+    def track_weights(self, weights):
+        """Logs each task's weight (`<task>_weight`, averaged over the epoch)."""
+        for tracker, weight in zip(self._weight_trackers.values(), tf.unstack(weights)):
+            tracker.update_state(weight)
+
+    def compute_task_losses(
+        self, y, y_pred, sample_weight=None, update_metrics=True, return_counts=False
+    ):
         """Each labelled task's mean loss over the labelled units of the global batch.
 
-        Returns `{task: scalar}` for the tasks present in `y`. Each replica
+        Returns `{task: scalar}` for the tasks present in `y` (and, with
+        `return_counts`, `{task: global labelled count}` too). Each replica
         returns its share (its sum divided by the global labelled count), so
         summing the replicas' gradients gives the gradient of the true mean;
         no further division by the replica count is needed.
         """
         sample_weight = sample_weight or {}
-        task_losses = {}
+        task_losses, counts = {}, {}
         for task in self.tasks:
             if task.name not in y:
                 continue
@@ -284,11 +295,11 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
                 mask = tf.ones_like(per_unit)
             mask = tf.reshape(tf.cast(mask, per_unit.dtype), tf.shape(per_unit))
             local_sum = tf.reduce_sum(per_unit * mask)
-            global_count = _global_sum(tf.reduce_sum(mask))
+            global_count = counts[task.name] = global_sum(tf.reduce_sum(mask))
             task_losses[task.name] = tf.math.divide_no_nan(local_sum, global_count)
             if update_metrics:
                 self._update_task_metrics(task, y[task.name], y_pred[task.name], per_unit, mask)
-        return task_losses
+        return (task_losses, counts) if return_counts else task_losses
 
     def _update_task_metrics(self, task, labels, logits, per_unit, mask):
         # Metrics count labelled units: rows, or tokens for tagging tasks.
@@ -301,50 +312,31 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
             metric.update_state(labels, logits, sample_weight=mask)
 
     def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        variables = self.trainable_variables
-        needs_task_gradients = self.weighting.needs_task_gradients
-        with tf.GradientTape(persistent=needs_task_gradients) as tape:
-            y_pred = self(x, training=True)
-            task_losses = self.compute_task_losses(y, y_pred, sample_weight)
-            loss = self.weighting.combine(task_losses)
-            if needs_task_gradients:
-                scaled_task_losses = {
-                    name: self.optimizer.scale_loss(value)
-                    for name, value in task_losses.items()
-                }
-            else:
-                scaled_loss = self.optimizer.scale_loss(loss)
-        if needs_task_gradients:
-            gradients = self.weighting.combine_gradients(
-                {
-                    name: [
-                        None if g is None else tf.convert_to_tensor(g)
-                        for g in tape.gradient(value, variables)
-                    ]
-                    for name, value in scaled_task_losses.items()
-                }
-            )
-            del tape
-        else:
-            gradients = tape.gradient(scaled_loss, variables)
-        # The embedding's gradient is an IndexedSlices with one slice per token
-        # occurrence. Dense, its duplicates are summed before the clip norm and
-        # Adam's square (else a token seen k times gets sum g^2, not (sum g)^2),
-        # and the all-reduce of a strategy sums it exactly.
-        gradients = [
-            tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
-            for g in gradients
-        ]
-        self._apply_if_finite(loss, gradients, variables)
-        self._count_step(loss, self.train_step_counter)
-        logs = self.get_metrics_result()
-        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-            # Steps the loss scale skipped (non-finite fp16 gradients): normal, logged.
-            logs["skipped_steps"] = self.train_step_counter - self.optimizer.iterations
-        return logs
+        """One update (`mtl_keras.step.train_step`: read it for the details)."""
+        return step.train_step(self, data)
 
-    def _apply_if_finite(self, loss, gradients, variables):
+    def call_with_features(self, x, training=False):
+        """`(outputs, encoder features)`: the model's graph, keeping the encoder's output.
+
+        For the weighting methods that use the gradients with respect to the
+        shared features (`uses = "feature_gradients"`).
+        """
+        features = self.encoder(x, training=training)
+        pooled = self.head_dropout(features["pooled_output"], training=training)
+        outputs = {
+            task.name: self.heads[task.name](
+                features["sequence_output"] if task.per_token else pooled
+            )
+            for task in self.tasks
+        }
+        return outputs, features
+
+    @property
+    def loss_weight_vector(self):
+        """The tasks' `loss_weight`s (what the logged `loss` weighs the tasks by)."""
+        return tf.constant([task.loss_weight for task in self.tasks], "float32")
+
+    def apply_if_finite(self, loss, gradients, variables):
         """Applies the gradients unless the loss is non-finite (`FailOnNonFinite` stops)."""
         if self.distribute_strategy.num_replicas_in_sync > 1:
             # Keras's distributed update (a merge call) cannot sit in a `tf.cond`:
@@ -357,20 +349,23 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
 
         tf.cond(tf.math.is_finite(loss), apply, lambda: None)
 
-    def _count_step(self, loss, step_counter=None):
+    def count_step(self, loss, step_counter=None):
+        """Logs `loss` (this replica's share) and advances `step_counter`."""
         # Tie the counters to the loss: when Keras runs a step past the end of
         # a dataset of unknown length, the step fails on `get_next` and these
         # updates must not run either (they would, having no data input).
         with tf.control_dependencies([loss]):
             if step_counter is not None:
                 step_counter.assign_add(1)
-            self._combined_loss_tracker.update_state(_global_sum(loss))
+            self._combined_loss_tracker.update_state(global_sum(loss))
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y_pred = self(x, training=False)
         task_losses = self.compute_task_losses(y, y_pred, sample_weight)
-        self._count_step(self.weighting.combine(task_losses))
+        logged = tf.reduce_sum(self.loss_weight_vector * self.weighting.as_vector(task_losses))
+        self.track_weights(tf.convert_to_tensor(self.weighting.last_weights))
+        self.count_step(logged)
         return self.get_metrics_result()
 
     def get_metric(self, name):

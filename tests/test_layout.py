@@ -11,8 +11,10 @@ ORDER = [
     "_compat", "plots", "metrics", "kinds.base", "kinds.multiclass", "kinds.binary",
     "kinds.multilabel", "kinds.regression", "kinds.tagging", "kinds", "tasks",
     "data.examples", "data.sources", "data.mixing", "data.sample", "data",
-    "preprocess", "backbone", "weighting", "optimizers", "guards", "serving", "model",
-    "minilm", "pretrained", "loop", "checkpoints", "epochs", "progress", "add_task", "export", "config_checks", "config", "pipeline", "train",
+    "preprocess", "backbone", "weighting.base", "weighting.static", "weighting.uncertainty",
+    "weighting.dwa", "weighting.rlw", "weighting.famo", "weighting.pcgrad", "weighting.cagrad",
+    "weighting.upgrad", "weighting.imtl", "weighting", "step", "optimizers", "guards", "serving", "model",
+    "minilm", "pretrained", "loop", "checkpoints", "epochs", "diagnostics", "progress", "add_task", "export", "config_checks", "config", "pipeline", "train",
     "compare_report", "compare", "cli",
 ]
 LEVELS = {name: i for i, name in enumerate(ORDER)}

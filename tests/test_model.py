@@ -5,7 +5,6 @@ import tensorflow as tf
 from toy_problem import TASKS, make_batch, make_model
 
 from mtl_keras import MultiTaskModel, StaticWeighting, Task
-from mtl_keras.weighting import LossWeighting
 
 
 def _dataset(n, batch_size=32, seed=0, missing=0.0):
@@ -114,40 +113,6 @@ def test_logged_loss_is_the_weighted_sum_of_task_losses():
     logs = model.test_on_batch(x, y, sample_weight=w, return_dict=True)
     expected = 2.0 * logs["topic_loss"] + 0.5 * logs["positive_loss"]
     assert logs["loss"] == pytest.approx(expected, rel=1e-5)
-
-
-class _PerTaskGradientSum(LossWeighting):
-    """A gradient-level strategy: the weighted sum, done on per-task gradients."""
-
-    needs_task_gradients = True
-
-    def __init__(self, weights, **kwargs):
-        super().__init__(**kwargs)
-        self.static = StaticWeighting(weights)
-
-    def combine(self, task_losses):
-        return self.static.combine(task_losses)
-
-    def combine_gradients(self, task_gradients):
-        return self.static.combine_gradients(task_gradients)
-
-
-def test_gradient_level_strategy_matches_loss_level_sum():
-    weights = {"topic": 1.0, "positive": 0.3, "tags": 2.0, "score": 0.5, "pos": 1.0}
-    x, y, w = make_batch(32, seed=6, missing=0.3)
-    results = []
-    reference = None
-    for weighting in (StaticWeighting(weights), _PerTaskGradientSum(weights)):
-        keras.utils.set_random_seed(7)
-        model = make_model(weighting=weighting)
-        if reference is None:
-            reference = model.get_weights()
-        model.set_weights(reference)
-        model.compile(optimizer=keras.optimizers.SGD(0.1))
-        model.train_on_batch(x, y, sample_weight=w)
-        results.append(model.get_weights())
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 def test_compile_rejects_losses_and_metrics():
