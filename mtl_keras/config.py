@@ -15,6 +15,7 @@
                     # whose tokenizer then makes the preprocessor
     precision: auto # float32 | mixed_float16 | mixed_bfloat16 | auto
     sampler: joint  # joint, or a mixing sampler's name, or {name: temperature, temperature: 2}
+    weighting: static  # a method of mtl_keras.weighting, or {method: cagrad, alpha: 0.4}
     training:       # Training(**training)
       {epochs: 3, batch_size: 32, learning_rate: 0.001, seed: 0}
 
@@ -46,9 +47,11 @@ from mtl_keras.config_checks import (
     check_precision,
     check_sampler,
     check_split,
+    check_weighting,
     columns,
     did_you_mean,
     plain,
+    resolve_precision,
     sampler_parts,
     source_class,
 )
@@ -59,6 +62,7 @@ BUNDLED = "bundled"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "sample.yaml"
 SCHEDULES = ("constant", "cosine")
+BATCHING = ("length", "every_task")
 
 
 # --------------------------------------------------------------------------
@@ -85,6 +89,10 @@ class Training:
             state every this many steps (it is always saved at epoch ends).
         checkpoint_every_seconds: ... and every this many seconds.
         checkpoints_to_keep: how many checkpoints a run directory keeps.
+        batching: `length` (batches of similar lengths, from the whole
+            stream) or `every_task` (with a mixing sampler, every batch holds
+            each source's share of the epoch; for the weighting methods
+            that need every task in every batch).
         deterministic: make TensorFlow's ops deterministic
             (`tf.config.experimental.enable_op_determinism`), so a resumed run
             equals the uninterrupted one bit for bit.
@@ -108,6 +116,7 @@ class Training:
     checkpoint_every_seconds: float = 300.0
     checkpoints_to_keep: int = 3
     deterministic: bool = True
+    batching: str = "length"
 
     def __post_init__(self):
         for key in ("epochs", "batch_size", "steps_per_execution", "checkpoints_to_keep"):
@@ -125,8 +134,9 @@ class Training:
             raise ValueError(f"checkpoint_every_steps must be >= 1 or null, got {every!r}.")
         if self.checkpoint_every_seconds is not None and not self.checkpoint_every_seconds > 0:
             raise ValueError("checkpoint_every_seconds must be > 0 or null.")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
+        for key, choices in (("schedule", SCHEDULES), ("batching", BATCHING)):
+            if getattr(self, key) not in choices:
+                raise ValueError(f"{key} must be one of {choices}, got {getattr(self, key)!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +185,8 @@ class RunConfig:
             `PretrainedEncoder.from_preset`.
         precision: `float32`, `mixed_float16`, `mixed_bfloat16` or `auto`.
         sampler: `joint`, a sampler name, or `{name: ..., **arguments}`.
+        weighting: a method name (`mtl_keras.weighting.METHODS`) or
+            `{method: ..., **arguments}`.
         training: a `Training`.
         source: where the config was read from (not part of the config).
 
@@ -193,6 +205,7 @@ class RunConfig:
     encoder: dict = dataclasses.field(default_factory=dict)
     precision: str = "auto"
     sampler: object = JOINT
+    weighting: object = "static"
     training: Training = Training()
     source: str = dataclasses.field(default=None, compare=False)
 
@@ -324,6 +337,7 @@ class RunConfig:
             "encoder": dict(self.encoder),
             "precision": self.precision,
             "sampler": plain(self.sampler),
+            "weighting": plain(self.weighting),
             "training": training,
         }
 
@@ -409,6 +423,7 @@ def parse_config(mapping, *, source=None, data_root=None, check_files=True):
         encoder=encoder,
         precision=check_precision(mapping.get("precision", "auto")),
         sampler=check_sampler(mapping.get("sampler") or JOINT),
+        weighting=check_weighting(mapping.get("weighting") or "static"),
         training=build(Training, check_keys(training, Training, "training"), "training"),
         source=None if source is None else str(source),
     )
@@ -477,23 +492,3 @@ def shipped_configs():
     True
     """
     return sorted(CONFIG_DIR.glob("*.yaml"))
-
-
-def resolve_precision(precision):
-    """`auto` → `mixed_float16` on a GPU, `mixed_bfloat16` on TPU or CPU.
-
-    Example:
-    >>> resolve_precision("float32")
-    'float32'
-    >>> resolve_precision("auto") in ("mixed_bfloat16", "mixed_float16")
-    True
-    """
-    if check_precision(precision) != "auto":
-        return precision
-    import tensorflow as tf
-
-    if tf.config.list_logical_devices("TPU"):
-        return "mixed_bfloat16"
-    if tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
-    return "mixed_bfloat16"

@@ -12,6 +12,7 @@ import difflib
 import inspect
 
 from mtl_keras import data as data_lib
+from mtl_keras import weighting as weighting_lib
 from mtl_keras.backbone import SharedEncoder, check_encoder_arguments
 from mtl_keras.preprocess import TextPreprocessor, check_packing
 
@@ -187,6 +188,29 @@ def check_sampler(sampler):
     return sampler
 
 
+def check_weighting(spec):
+    """check_weighting: a method name or `{method: name, **arguments}`.
+
+    Example:
+    >>> check_weighting({"method": "cagrad", "alpha": 0.4})
+    {'method': 'cagrad', 'alpha': 0.4}
+    >>> check_weighting({"method": "famo", "learning_rate": 0.1})
+    Traceback (most recent call last):
+    ...
+    mtl_keras.config_checks.ConfigError: Unknown key 'learning_rate' in weighting. Valid keys: logit_learning_rate, logit_decay, epsilon. Did you mean 'logit_learning_rate'?
+    """
+    name, kwargs = weighting_lib.method_parts(spec)
+    if name not in weighting_lib.METHODS:
+        choices = list(weighting_lib.METHODS)
+        raise ConfigError(
+            f"weighting must be one of {', '.join(choices)}, got {name!r}."
+            + did_you_mean(name, choices)
+        )
+    target = weighting_lib.METHODS[name]
+    build(target, check_keys(kwargs, target, "weighting", exclude=("kwargs",)), "weighting")
+    return spec
+
+
 def check_precision(precision):
     """check_precision.
 
@@ -200,6 +224,26 @@ def check_precision(precision):
             f"{precision!r}.{did_you_mean(precision, PRECISIONS)}"
         )
     return precision
+
+
+def resolve_precision(precision):
+    """`auto` → `mixed_float16` on a GPU, `mixed_bfloat16` on TPU or CPU.
+
+    Example:
+    >>> resolve_precision("float32")
+    'float32'
+    >>> resolve_precision("auto") in ("mixed_bfloat16", "mixed_float16")
+    True
+    """
+    if check_precision(precision) != "auto":
+        return precision
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("TPU"):
+        return "mixed_bfloat16"
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    return "mixed_bfloat16"
 
 
 def check_model_sections(mapping):

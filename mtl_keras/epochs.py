@@ -54,6 +54,9 @@ class EpochBatches:
         batch_size: examples per batch.
         seed: seeds the batch order within each epoch (with the epoch).
         map_fn: optional function mapped over the batches (e.g. a counter).
+        keep_order: batch each epoch's examples in order instead of by
+            length (`every_task` batching: the order is a stratified
+            schedule, see `data.Mixture(batch_size=...)`).
 
     Example:
     >>> from mtl_keras import TextPreprocessor
@@ -65,9 +68,10 @@ class EpochBatches:
     (4, 6)
     """
 
-    def __init__(self, rows, preprocessor, batch_size, seed=0, map_fn=None):
+    def __init__(self, rows, preprocessor, batch_size, seed=0, map_fn=None, keep_order=False):
         self.rows, self.preprocessor = rows, preprocessor
         self.batch_size, self.seed, self.map_fn = batch_size, seed, map_fn
+        self.keep_order = keep_order
         self.epoch_size = rows.epoch_size
         self.steps_per_epoch = math.ceil(self.epoch_size / batch_size)
         self._tensors = None
@@ -75,6 +79,31 @@ class EpochBatches:
     def epoch(self, epoch):
         """The batches of `epoch` (zero-based): `steps_per_epoch` of them."""
         return self.stream(epoch, 0, epoch + 1)
+
+    def first_batch_without_labels(self, task_names, num_epochs):
+        """`(epoch, batch, task)` of the first batch with no labels for a task, or None.
+
+        Exact only with `keep_order` (a batch is then `batch_size`
+        consecutive rows of `rows.epoch_rows(epoch)`).
+
+        Example:
+        >>> from mtl_keras import TextPreprocessor
+        >>> from mtl_keras.data import JointRows, bundled_sample
+        >>> tasks, train, _ = bundled_sample()
+        >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32)
+        >>> batches = EpochBatches(JointRows(tasks, train), preprocessor, 2, keep_order=True)
+        >>> batches.first_batch_without_labels(["topic", "rating"], 1)
+        (0, 1, 'topic')
+        """
+        masks = self.rows.table.masks
+        for epoch in range(num_epochs):
+            rows = self.rows.epoch_rows(epoch)
+            for batch, start in enumerate(range(0, len(rows), self.batch_size)):
+                chunk = rows[start : start + self.batch_size]
+                for task in task_names:
+                    if not np.any(masks[task][chunk]):
+                        return epoch, batch, task
+        return None
 
     def stream(self, epoch, batch, num_epochs):
         """Epochs `epoch .. num_epochs - 1` in order, starting at batch `batch`."""
@@ -87,7 +116,8 @@ class EpochBatches:
 
         def one_epoch(i):
             examples = self.rows.table.to_dataset(order[i], tensors=self._tensors)
-            return make_batches(pair(examples), self.preprocessor, self.batch_size, seed=seeds[i])
+            return make_batches(pair(examples), self.preprocessor, self.batch_size,
+                                seed=seeds[i], keep_order=self.keep_order)
 
         stream = tf.data.Dataset.range(len(epochs)).flat_map(one_epoch).skip(batch)
         count = len(epochs) * self.steps_per_epoch - batch
@@ -95,6 +125,45 @@ class EpochBatches:
         stream = stream.prefetch(tf.data.AUTOTUNE)
         # Last, so that it sees exactly the batches taken from the stream.
         return stream if self.map_fn is None else stream.map(self.map_fn)
+
+
+def check_every_task_in_every_batch(model, batching, batches=None, num_epochs=1):
+    """Refuses batches without a task, for a method that needs every task in each.
+
+    Raises `ValueError` when `model.weighting.needs_every_task` and the
+    batching is not `every_task`, or (given `batches`) a batch of the first
+    `num_epochs` epochs has no labels for a trained task.
+
+    Example:
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task
+    >>> encoder = SharedEncoder(vocabulary_size=20, sequence_length=8, hidden_dim=8,
+    ...                         num_layers=1, num_heads=2)
+    >>> model = MultiTaskModel([Task("a", "binary"), Task("b", "binary")], encoder,
+    ...                        weighting="pcgrad")
+    >>> check_every_task_in_every_batch(model, "length")
+    Traceback (most recent call last):
+    ...
+    ValueError: Weighting PCGrad needs every task in every batch: set `training: {batching: every_task}` (with a mixing sampler every batch then holds each source's share; with `sampler: joint` every batch is checked).
+    """
+    method = type(model.weighting).__name__
+    if not model.weighting.needs_every_task:
+        return
+    if batching != "every_task":
+        raise ValueError(
+            f"Weighting {method} needs every task in every batch: set `training: "
+            "{batching: every_task}` (with a mixing sampler every batch then holds "
+            "each source's share; with `sampler: joint` every batch is checked)."
+        )
+    trained = [n for n in model.task_names if model.heads[n].trainable]
+    missing = None if batches is None else batches.first_batch_without_labels(trained, num_epochs)
+    if missing is not None:
+        epoch, batch, task = missing
+        raise ValueError(
+            f"Weighting {method} needs every task in every batch, but batch {batch + 1} "
+            f"of epoch {epoch + 1} has no labels for task {task!r}. Use a larger "
+            "batch_size, a sampler that gives the task more examples, or a loss "
+            "method (static, uncertainty, dwa, rlw)."
+        )
 
 
 def train_epochs(

@@ -30,11 +30,17 @@ import tensorflow as tf
 
 from mtl_keras import checkpoints, guards
 from mtl_keras import data as data_lib
-from mtl_keras.epochs import EpochBatches, train_epochs, with_pair_feature
+from mtl_keras.epochs import (
+    EpochBatches,
+    check_every_task_in_every_batch,
+    train_epochs,
+    with_pair_feature,
+)
 from mtl_keras.model import MultiTaskModel
 from mtl_keras.optimizers import EncoderAdamW
 from mtl_keras.preprocess import make_batches
 from mtl_keras.progress import BatchCounter, Progress
+from mtl_keras.weighting import get_weighting
 
 
 @dataclasses.dataclass
@@ -107,6 +113,7 @@ def read_data(config):
     tables = data_lib.validate(tasks, train, empty_text=empty_text)
     data_lib.validate(tasks, dev, empty_text=empty_text, split="evaluation")
     sampler, seed = config.sampler_object(), config.training.seed
+    every_task = config.training.batching == "every_task"
     if sampler is None:
         rows = data_lib.JointRows(tasks, train, seed=seed, empty_text=empty_text)
     else:
@@ -117,6 +124,7 @@ def read_data(config):
             num_epochs=config.training.epochs,
             seed=seed,
             empty_text=empty_text,
+            batch_size=config.training.batch_size if every_task else None,
         )
     return _Data(train, dev, tables, rows, rows.epoch_size)
 
@@ -147,7 +155,8 @@ def _budget_batches(config, data, preprocessor, examples):
     else:
         raw = data.rows.dataset().take(examples)
     raw = with_pair_feature(preprocessor.pair)(raw)
-    return make_batches(raw, preprocessor, training.batch_size, seed=training.seed)
+    return make_batches(raw, preprocessor, training.batch_size, seed=training.seed,
+                        keep_order=training.batching == "every_task")
 
 
 def build_model(config, preprocessor, strategy=None, total_steps=1):
@@ -164,7 +173,10 @@ def build_model(config, preprocessor, strategy=None, total_steps=1):
     training = config.training
     with (strategy or tf.distribute.get_strategy()).scope():
         encoder = config.build_encoder(preprocessor, config.precision)
-        model = MultiTaskModel(config.tasks, encoder, preprocessor, name="multi_task_model")
+        weighting = get_weighting(config.weighting, config.tasks)
+        weighting.set_steps_per_epoch(max(1, total_steps // training.epochs))
+        model = MultiTaskModel(config.tasks, encoder, preprocessor, weighting=weighting,
+                               name="multi_task_model")
         rate = learning_rate(training, total_steps)
         optimizer = None
         if training.encoder_learning_rate is not None:
@@ -333,12 +345,14 @@ def fit_run(
         )
     fit_start, fit_cpu = time.perf_counter(), time.process_time()
     if examples is not None:
+        check_every_task_in_every_batch(model, training.batching)
         budget = _budget_batches(config, data, preprocessor, examples).map(counter)
         history = model.fit(budget, epochs=1, callbacks=callbacks, shuffle=False,
                             verbose=0).history
     else:
-        batches = EpochBatches(data.rows, preprocessor, training.batch_size,
-                               seed=training.seed, map_fn=counter)
+        batches = EpochBatches(data.rows, preprocessor, training.batch_size, seed=training.seed,
+                               map_fn=counter, keep_order=training.batching == "every_task")
+        check_every_task_in_every_batch(model, training.batching, batches, epochs)
         if position != (0, 0):  # count what the checkpointed steps consumed
             done = position[0] * batches.steps_per_epoch + position[1]
             for _ in batches.stream(0, 0, epochs).take(done):
@@ -386,7 +400,7 @@ FAILED = "FAILED.json"
 # What a resumed run must share with the checkpoints (besides tasks and shapes).
 RESUME_SETTINGS = (
     "epochs", "batch_size", "learning_rate", "encoder_learning_rate", "weight_decay",
-    "warmup_fraction", "schedule", "seed", "steps_per_execution",
+    "warmup_fraction", "schedule", "seed", "steps_per_execution", "batching",
 )
 
 
@@ -397,7 +411,8 @@ def _run_checkpoint(config, data, model, run_dir, restart, allow_changed):
         for name in (HISTORY, FAILED):
             (run_dir / name).unlink(missing_ok=True)
     settings = {k: getattr(training, k) for k in RESUME_SETTINGS}
-    settings.update(precision=config.precision, sampler=repr(config.sampler))
+    settings.update(precision=config.precision, sampler=repr(config.sampler),
+                    weighting=repr(config.weighting))
     # The same data and vocabulary: a resume must continue the same epochs.
     vocabulary = "\n".join(model.preprocessor.tokenizer.get_vocabulary())
     epoch_data = {

@@ -330,6 +330,7 @@ def make_batches(
     seed=None,
     drop_remainder=False,
     pad_to_fixed_length=False,
+    keep_order=False,
 ):
     """Tokenizes raw examples and batches them by length.
 
@@ -360,6 +361,9 @@ def make_batches(
         drop_remainder: drop a final partial batch.
         pad_to_fixed_length: pad every batch to `sequence_length` and keep
             the stream's order (no sorting), e.g. as a benchmark baseline.
+        keep_order: batch the stream in order (each batch is `batch_size`
+            consecutive examples, as a stratified schedule laid them out),
+            each padded to the bucket of its longest example.
 
     Example:
     >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat"]
@@ -392,6 +396,17 @@ def make_batches(
         return batches.prefetch(tf.data.AUTOTUNE)
 
     buckets = tf.constant(bucket_lengths(sequence_length, bucket_boundaries), "int32")
+    if keep_order:
+
+        def trimmed(x, lengths, labels, masks):
+            longest = tf.reduce_max(lengths)
+            padded = tf.gather(buckets, tf.searchsorted(buckets, [longest])[0])
+            return {k: v[:, :padded] for k, v in x.items()}, labels, masks
+
+        batches = dataset.batch(batch_size, drop_remainder=drop_remainder).map(
+            lambda *example: trimmed(*encode(*example)), num_parallel_calls=tf.data.AUTOTUNE
+        )
+        return batches.prefetch(tf.data.AUTOTUNE)
     # A Python int, or a tensor when the batches are built inside `flat_map`.
     batch_seed = tf.cast(0 if seed is None else seed, "int64")
 

@@ -6,6 +6,7 @@ what `fit` trained on, after bucketing, batching and prefetching.
 """
 
 import collections
+import dataclasses
 
 import keras
 import numpy as np
@@ -99,3 +100,50 @@ def test_each_keras_epoch_trains_on_exactly_its_data_epoch(data_root, tmp_path, 
             assert counts[0] != counts[-1]  # annealing by the true epoch
     assert result.compute["examples"] == EPOCHS * rows.epoch_size
     assert int(result.model.optimizer.iterations.numpy()) == EPOCHS * int(np.ceil(rows.epoch_size / BATCH))
+
+
+def test_every_task_batching_puts_each_task_in_every_batch_and_keeps_the_epochs(
+    data_root, tmp_path, monkeypatch
+):
+    config = _config(data_root, "uniform", tmp_path / "config.yaml")
+    config = dataclasses.replace(config, weighting="pcgrad").replace(batching="every_task")
+    batches = []  # per batch: (token-id rows, labelled count per task)
+    train_step = MultiTaskModel.train_step
+
+    def recording_step(self, data):
+        def record(token_ids, mask_a, mask_b):
+            rows = [tuple(t for t in row if t) for row in token_ids.numpy().tolist()]
+            batches.append((rows, float(mask_a.numpy().sum()), float(mask_b.numpy().sum())))
+            return 0
+
+        tf.py_function(record, [data[0]["token_ids"], data[2]["a"], data[2]["b"]], tf.int32)
+        return train_step(self, data)
+
+    monkeypatch.setattr(MultiTaskModel, "train_step", recording_step)
+    result = fit_run(config, verbose=0, with_predictions=False)
+    rows = read_data(config).rows
+    steps = int(np.ceil(rows.epoch_size / BATCH))
+    assert len(batches) == EPOCHS * steps
+    assert all(a > 0 and b > 0 for _, a, b in batches)  # both tasks in every batch
+    for epoch in range(EPOCHS):  # the sampler's counts, each example once
+        counts = rows.counts(epoch)
+        labelled_a = sum(a for _, a, _ in batches[epoch * steps : (epoch + 1) * steps])
+        assert labelled_a == counts["a.tsv"]
+        per_batch = [a for _, a, _ in batches[epoch * steps : (epoch + 1) * steps - 1]]
+        share = counts["a.tsv"] * BATCH / rows.epoch_size
+        assert all(abs(a - share) <= 1 for a in per_batch)  # each batch holds its share
+        planned = [f["text"] for f, _, _ in rows.epoch_dataset(epoch).batch(1000)][0]
+        ids = result.model.preprocessor(planned)["token_ids"].numpy().tolist()
+        expected = collections.Counter(tuple(t for t in row if t) for row in ids)
+        got = collections.Counter(r for rs, _, _ in batches[epoch * steps : (epoch + 1) * steps] for r in rs)
+        assert got == expected
+
+
+def test_a_method_that_needs_every_task_refuses_batches_without_one(data_root, tmp_path):
+    config = _config(data_root, "uniform", tmp_path / "config.yaml")
+    with pytest.raises(ValueError, match="needs every task in every batch.*batching: every_task"):
+        fit_run(dataclasses.replace(config, weighting="famo"), verbose=0)
+    joint = _config(data_root, "joint", tmp_path / "joint.yaml")  # b on every third row
+    joint = dataclasses.replace(joint, weighting="pcgrad").replace(batching="every_task", batch_size=2)
+    with pytest.raises(ValueError, match=r"batch \d+ of epoch 1 has no labels for task 'b'"):
+        fit_run(joint, verbose=0)

@@ -165,6 +165,11 @@ class Mixture:
         num_epochs: epochs covered by `dataset()` (and the annealing length).
         seed: seed of every shuffle.
         empty_text: "keep" or "error" (see `mtl_keras.data.sources`).
+        batch_size: if set, the schedule is stratified by batch: every run
+            of `batch_size` positions holds each source's share of the epoch
+            (`c_i * batch_size / N`, within one), in a seeded order, so a
+            source with at least as many examples as the epoch has batches
+            is in every batch (for `every_task` batching).
 
     Example:
     >>> from mtl_keras.data import bundled_sample
@@ -182,8 +187,10 @@ class Mixture:
         num_epochs=1,
         seed=0,
         empty_text="keep",
+        batch_size=None,
     ):
         self.tasks = validate_tasks(tasks)
+        self.batch_size = batch_size
         sources = _as_list(sources)
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
@@ -242,7 +249,17 @@ class Mixture:
     def _schedule(self, epoch):
         counts = list(self.counts(epoch).values())
         choice = np.repeat(np.arange(len(counts), dtype="int64"), counts)
-        return np.random.default_rng([self.seed, 1, epoch]).permutation(choice)
+        rng = np.random.default_rng([self.seed, 1, epoch])
+        if self.batch_size is None:
+            return rng.permutation(choice)
+        # Source i's k-th example sits at (k + phase_i) / c_i of the epoch: in
+        # position order, any run of positions holds each source's share.
+        phases = rng.random(len(counts))
+        keys = np.concatenate([(np.arange(c) + p) / c for c, p in zip(counts, phases)])
+        choice = choice[np.argsort(keys, kind="stable")]
+        for start in range(0, len(choice), self.batch_size):
+            rng.shuffle(choice[start : start + self.batch_size])  # a view: in place
+        return choice
 
     def epoch_dataset(self, epoch):
         """The examples of one epoch (zero-based)."""
