@@ -1,4 +1,4 @@
-"""The `multilabel` kind: any subset of C classes: C logits, sigmoid cross-entropy per class."""
+"""The `multilabel` kind: any subset of C classes: C logits, sigmoid cross-entropy summed over them."""
 
 import keras
 import numpy as np
@@ -10,7 +10,14 @@ from mtl_keras.metrics import LogitF1Score
 
 
 class Multilabel(ClassKind):
-    """Any subset of C classes: C logits, sigmoid cross-entropy per class.
+    """Any subset of C classes: C logits, sigmoid cross-entropy summed over the classes.
+
+    The loss of an example is the negative log-likelihood of its label
+    vector, `sum_c BCE(y_c, z_c)`, as a softmax task's is of its class: on the
+    same scale. (Keras's `BinaryCrossentropy` averages over the classes, which
+    makes a 28-label task push a shared encoder about 28x more weakly than a
+    softmax task; on GoEmotions that cost the 28 emotions ~19 macro-F1
+    points against a single-task model.)
 
     Example:
     >>> from mtl_keras import Task
@@ -21,7 +28,15 @@ class Multilabel(ClassKind):
 
     name = "multilabel"
     headline_metric = "macro_f1"
-    loss_class = keras.losses.BinaryCrossentropy
+
+    def loss(self):
+        def summed_over_classes(labels, logits):
+            per_class = tf.nn.sigmoid_cross_entropy_with_logits(
+                labels=tf.cast(labels, logits.dtype), logits=logits
+            )
+            return tf.reduce_sum(per_class, axis=-1)
+
+        return summed_over_classes
 
     def metrics(self, task):
         return {
