@@ -5,7 +5,7 @@
     mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR]
     mtl-keras export MODEL OUT_DIR
     mtl-keras predict PATH [TEXT ...] [--file F]      (TEXT "-": stdin lines)
-    mtl-keras compare [--config FILE] [--seeds K] [--out DIR] [--epochs N]
+    mtl-keras compare [--config FILE] [--seeds K] [--out DIR] [--epochs N] [--weighting A,B]
                       [--data-root DIR] [--multitask-budget F]
 
 With no `--config`, `train` runs the bundled sample (`configs/sample.yaml`)
@@ -233,6 +233,7 @@ def _cmd_compare(args):
         multitask_budget=args.multitask_budget,
         vocabulary="own" if args.own_vocabulary else "shared",
         verbose=0 if args.quiet else 1,
+        weightings=args.weighting.split(",") if args.weighting else None,
     )
     return EXIT_OK
 
@@ -360,6 +361,11 @@ def build_parser():
         "--precision",
         choices=["float32", "mixed_float16", "mixed_bfloat16", "auto"],
         help="override precision",
+    )
+    compare.add_argument(
+        "--weighting",
+        help="comma-separated weighting methods, one multi-task model each "
+        "(e.g. static,uncertainty,famo,pcgrad; default: the config's)",
     )
     compare.add_argument("--data-root", help="override data_root")
     compare.add_argument("--quiet", action="store_true", help="no progress lines")

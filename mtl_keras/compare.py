@@ -41,13 +41,15 @@ import time
 from pathlib import Path
 
 from mtl_keras import data as data_lib
+from mtl_keras import weighting as weighting_lib
 from mtl_keras.compare_report import (
     MULTI_TASK,
     build_report,
     format_report,
+    multi_task_key,
     write_report,
 )
-from mtl_keras.config_checks import ConfigError
+from mtl_keras.config_checks import ConfigError, check_weighting
 from mtl_keras.kinds import get_kind
 from mtl_keras.pipeline import fit_run
 
@@ -167,7 +169,13 @@ def multitask_config(config, budget):
 
 
 def compare(
-    config, seeds=3, out_dir=None, multitask_budget=None, vocabulary="shared", verbose=1
+    config,
+    seeds=3,
+    out_dir=None,
+    multitask_budget=None,
+    vocabulary="shared",
+    verbose=1,
+    weightings=None,
 ):
     """Multi-task model against one single-task model per task, over seeds.
 
@@ -184,6 +192,12 @@ def compare(
             learns one from its own training texts, as `mtl-keras train`
             would on a single-task config.
         verbose: 1 prints progress and the final table.
+        weightings: optional list of weighting methods (names or
+            `{method: ..., **arguments}`): one multi-task model per method
+            (`multi_task:<method>`), each against the same single-task
+            models, with Δm per method. A method that needs every task in
+            every batch trains with `batching: every_task`. Default: the
+            config's own weighting, one model `multi_task`.
 
     Returns:
         The report (what `compare.json` holds): `budget`, per-task
@@ -221,9 +235,21 @@ def compare(
     if not 0 < multitask_budget:
         raise ConfigError(f"multitask_budget must be > 0, got {multitask_budget}.")
     budget = Budget(config.training.epochs, task_sizes(config), multitask_budget)
-    configs = {MULTI_TASK: multitask_config(config, budget)}
+    configs = {}
+    for spec in weightings or [None]:
+        if spec is None:
+            configs[MULTI_TASK] = multitask_config(config, budget)
+            continue
+        check_weighting(spec)  # a bad spec fails now, as a ConfigError
+        name = weighting_lib.method_parts(spec)[0]
+        method_config = dataclasses.replace(config, weighting=spec)
+        if weighting_lib.METHODS[name].needs_every_task:
+            method_config = method_config.replace(batching="every_task")
+        configs[multi_task_key(name)] = multitask_config(method_config, budget)
+    first_multi = next(iter(configs))
     configs.update({name: single_task_config(config, name) for name in names})
-    examples = {MULTI_TASK: budget.multitask_examples, **budget.single_task_examples}
+    examples = {m: budget.multitask_examples for m in configs}
+    examples.update(budget.single_task_examples)
     out = None if out_dir is None else Path(out_dir)
     if out is not None:
         (out / "configs").mkdir(parents=True, exist_ok=True)
@@ -249,7 +275,7 @@ def compare(
     seed_values = [config.training.seed + i for i in range(seeds)]
     for seed in seed_values:
         for model_name, model_config in configs.items():
-            key = MULTI_TASK if vocabulary == "shared" else model_name
+            key = first_multi if vocabulary == "shared" else model_name
             label = f"seed {seed} {model_name}"
             result = fit_run(
                 model_config.replace(seed=seed),

@@ -19,6 +19,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from mtl_keras.kinds import get_kind
+
 MULTI_TASK = "multi_task"
 SINGLE_TASK = "single_task"
 # Metrics shown as percentages (×100) in the markdown table.
@@ -51,6 +53,37 @@ def _compute_totals(computes):
     return {k: sum(c[k] for c in computes) for k in COMPUTE_KEYS}
 
 
+def multi_task_key(method=None):
+    """The model name of a multi-task run: `multi_task`, or `multi_task:<method>`.
+
+    Example:
+    >>> multi_task_key("famo"), multi_task_key()
+    ('multi_task:famo', 'multi_task')
+    """
+    return MULTI_TASK if method is None else f"{MULTI_TASK}:{method}"
+
+
+def _suffix(model):
+    """`""` for `multi_task`, `":famo"` for `multi_task:famo`."""
+    return model[len(MULTI_TASK):]
+
+
+def relative_change(multi, single, metric):
+    """The relative change of a metric in %, positive when multi-task is better.
+
+    Lower is better for losses and errors (`mae`, `mse`). Δm (Maninis et al.
+    2019) averages it over the tasks' headline metrics.
+
+    Example:
+    >>> relative_change(0.55, 0.5, "accuracy"), relative_change(0.4, 0.5, "mae")
+    (10.000000000000009, 19.999999999999996)
+    """
+    if not single:
+        return None
+    sign = -1.0 if metric in ("mae", "mse", "loss") else 1.0
+    return sign * 100.0 * (multi - single) / abs(single)
+
+
 def build_report(config, budget, seeds, runs):
     """The report of `compare` from its runs (complete seeds only).
 
@@ -68,7 +101,10 @@ def build_report(config, budget, seeds, runs):
     0.1
     """
     names = [t.name for t in config.tasks]
-    models = [MULTI_TASK, *names]
+    multi_models = list(dict.fromkeys(
+        r["model"] for r in runs if r["model"].startswith(MULTI_TASK)
+    )) or [MULTI_TASK]
+    models = [*multi_models, *names]
     by_seed = {}
     for run in runs:
         by_seed.setdefault(run["seed"], {})[run["model"]] = run
@@ -77,28 +113,31 @@ def build_report(config, budget, seeds, runs):
     def per_seed(model, key):  # the runs of `model` in the complete seeds
         return [by_seed[s][model][key] for s in done]
 
-    tasks = {}
+    tasks, delta_m = {}, {}
     for task in config.tasks:
-        multi = [m[task.name] for m in per_seed(MULTI_TASK, "metrics")]
         single = [m[task.name] for m in per_seed(task.name, "metrics")]
-        metrics = {}
-        for metric in task.metric_names():
-            if done and metric in multi[0] and metric in single[0]:
-                m, s = [r[metric] for r in multi], [r[metric] for r in single]
-                metrics[metric] = {
-                    MULTI_TASK: summary(m),
-                    SINGLE_TASK: summary(s),
-                    "difference": summary([a - b for a, b in zip(m, s)]),
-                }
-        seen = [c["labelled_examples"][task.name] for c in per_seed(MULTI_TASK, "compute")]
+        metrics, seen = {}, {SINGLE_TASK: budget.single_task_examples[task.name]}
+        for model in multi_models:
+            multi = [m[task.name] for m in per_seed(model, "metrics")]
+            for metric in task.metric_names():
+                if done and metric in multi[0] and metric in single[0]:
+                    m, s = [r[metric] for r in multi], [r[metric] for r in single]
+                    entry = metrics.setdefault(metric, {SINGLE_TASK: summary(s)})
+                    entry[model] = summary(m)
+                    entry["difference" + _suffix(model)] = summary([a - b for a, b in zip(m, s)])
+            counts = [c["labelled_examples"][task.name] for c in per_seed(model, "compute")]
+            seen[model] = statistics.fmean(counts) if counts else None
+        headline = get_kind(task.kind).headline_metric
+        for model in multi_models:
+            if headline in metrics:
+                change = relative_change(metrics[headline][model]["mean"],
+                                         metrics[headline][SINGLE_TASK]["mean"], headline)
+                delta_m.setdefault(model, []).append(change)
         tasks[task.name] = {
             "kind": task.kind,
             "train_rows": budget.sizes[task.name],
             "dev_examples": single[0].get("examples") if done else None,
-            "examples_seen": {
-                MULTI_TASK: statistics.fmean(seen) if seen else None,
-                SINGLE_TASK: budget.single_task_examples[task.name],
-            },
+            "examples_seen": seen,
             "metrics": metrics,
         }
     compute = {}
@@ -110,15 +149,20 @@ def build_report(config, budget, seeds, runs):
         compute[model] = {"per_seed": computes, "mean": mean}
     if done:
         single_total = _compute_totals([c for n in names for c in per_seed(n, "compute")])
-        multi_total = _compute_totals(per_seed(MULTI_TASK, "compute"))
         compute["single_task_sum"] = {
             "mean": {k: v / len(done) for k, v in single_total.items()}
         }
-        compute["ratio"] = {
-            k: multi_total[k] / single_total[k] if single_total[k] else None
-            for k in single_total
-        }
+        for model in multi_models:
+            multi_total = _compute_totals(per_seed(model, "compute"))
+            compute["ratio" + _suffix(model)] = {
+                k: multi_total[k] / single_total[k] if single_total[k] else None
+                for k in single_total
+            }
     return {
+        "multi_task_models": multi_models,
+        "delta_m": {
+            m: statistics.fmean(v) for m, v in delta_m.items() if None not in v
+        },
         "config": config.source,
         "tasks_order": names,
         "precision": config.precision,
@@ -185,6 +229,11 @@ def format_report(report):
         f"Dev metrics, mean ± sd over {len(seeds)} seed(s) {seeds}; accuracy, F1, "
         "MCC and AUC ×100; Δ = multi − single, paired by seed.",
         "",
+    ]
+    multi_models = report.get("multi_task_models", [MULTI_TASK])
+    if multi_models != [MULTI_TASK]:
+        return "\n".join(lines + _methods_tables(report, multi_models))
+    lines += [
         "| task | metric | multi-task | single-task | Δ | examples seen (multi / single) |",
         "|---|---|---:|---:|---:|---:|",
     ]
@@ -218,6 +267,48 @@ def format_report(report):
         cells = [f"{compute['ratio'][k]:.3f}" for k in _COMPUTE_COLUMNS]
         lines.append(_row(["**multi / sum of single**", *cells]))
     return "\n".join(lines)
+
+
+def _methods_tables(report, models):
+    """The tables of a comparison of several weighting methods."""
+    methods = [m[len(MULTI_TASK) + 1 :] for m in models]
+    lines = [
+        "Each method's cell: multi-task mean ± sd (Δ vs single-task). Δm: the mean "
+        "relative change of the tasks' headline metrics (%, + is better).",
+        "",
+        _row(["task", "metric", "single-task", *methods]),
+        "|---|---|" + "---:|" * (1 + len(methods)),
+    ]
+    for name, task in report["tasks"].items():
+        for i, (metric, summaries) in enumerate(task["metrics"].items()):
+            cells = [name if i == 0 else "", metric, _format_value(metric, summaries[SINGLE_TASK])]
+            for model in models:
+                delta = _format_value(metric, summaries["difference" + _suffix(model)], True)
+                cells.append(f"{_format_value(metric, summaries[model])} ({delta.split(' ')[0]})")
+            lines.append(_row(cells))
+    delta_m = report.get("delta_m", {})
+    lines.append(_row(["**Δm**", "", "", *(
+        f"{delta_m[m]:+.2f}%" if m in delta_m else "" for m in models)]))
+    lines += [
+        "",
+        "Compute per seed (mean over seeds), and each multi-task run over the sum of "
+        "the single-task runs.",
+        "",
+        "| model | examples | steps | padded tokens | fit wall (s) | fit CPU (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    compute = report["compute"]
+    for model in [*models, "single_task_sum"]:
+        mean = compute.get(model, {}).get("mean")
+        if mean:
+            cells = [format(mean[k], spec) for k, spec in _COMPUTE_COLUMNS.items()]
+            lines.append(_row([model.replace(":", " "), *cells]))
+    for model in models:
+        ratio = compute.get("ratio" + _suffix(model))
+        if ratio:
+            cells = [f"{ratio[k]:.3f}" for k in _COMPUTE_COLUMNS]
+            lines.append(_row([f"{model.replace(':', ' ')} / sum of single", *cells]))
+    return lines
 
 
 def write_report(report, out_dir):

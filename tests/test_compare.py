@@ -16,6 +16,7 @@ from mtl_keras import MultiTaskModel, SharedEncoder, cli
 from mtl_keras import compare as compare_lib
 from mtl_keras.compare_report import build_report, format_report
 from mtl_keras.config import DEFAULT_CONFIG, load_config
+from mtl_keras.config_checks import ConfigError
 from mtl_keras.data import FileSource, eval_datasets, joint_dataset
 from mtl_keras.preprocess import TextPreprocessor, make_batches
 
@@ -287,3 +288,42 @@ def test_peers_smoke(tmp_path):
     pool = peers.pool_of_examples(peers.generated_sources(20), 30)
     assert len(pool) == 30
     assert sum(int(pool.masks[t.name].sum()) for t in peers.TASKS) == 30
+
+
+def test_compare_weightings_trains_one_multi_task_model_per_method(monkeypatch, tmp_path):
+    """Each method gets its own multi-task run against the same single-task runs."""
+    config = load_config(epochs=1)
+    seen = []
+    accuracy = {"multi_task:static": 0.6, "multi_task:pcgrad": 0.75, "topic": 0.5}
+
+    class Result:
+        def __init__(self, run_config, model):
+            self.model = type("M", (), {"preprocessor": None})()
+            self.metrics = {
+                t.name: {"kind": t.kind, **({"accuracy": accuracy.get(model, 0.5)}
+                         if t.kind != "regression" else {"mae": 1.0})}
+                for t in run_config.tasks
+            }
+            self.compute = dict.fromkeys(["steps", "examples", "padded_tokens", "tokens"], 10)
+            self.compute.update(train_seconds=1.0, train_cpu_seconds=1.0,
+                                labelled_examples=dict.fromkeys(TASKS, 4))
+
+    def fake_fit_run(run_config, label, **kwargs):
+        model = label.split(" ", 2)[2]
+        seen.append((model, run_config.weighting, run_config.training.batching))
+        return Result(run_config, model)
+
+    monkeypatch.setattr(compare_lib, "fit_run", fake_fit_run)
+    report = compare_lib.compare(config, seeds=1, out_dir=tmp_path, verbose=0,
+                                 weightings=["static", "pcgrad"])
+    assert seen[:2] == [("multi_task:static", "static", "length"),
+                        ("multi_task:pcgrad", "pcgrad", "every_task")]
+    assert [m for m, _, _ in seen[2:]] == TASKS
+    topic = report["tasks"]["topic"]["metrics"]["accuracy"]
+    assert topic["difference:pcgrad"]["mean"] == pytest.approx(0.25)
+    assert report["delta_m"]["multi_task:pcgrad"] > report["delta_m"]["multi_task:static"]
+    table = (tmp_path / "compare.md").read_text()
+    assert "| task | metric | single-task | static | pcgrad |" in table
+    assert "75.00 (+25.00)" in table
+    with pytest.raises(ConfigError, match="Did you mean 'pcgrad'"):
+        compare_lib.compare(config, seeds=1, verbose=0, weightings=["pcgrd"])
