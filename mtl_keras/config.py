@@ -93,6 +93,9 @@ class Training:
             stream) or `every_task` (with a mixing sampler, every batch holds
             each source's share of the epoch; for the weighting methods
             that need every task in every batch).
+        diagnostics_every_steps: log per-task gradient diagnostics every
+            this many steps (`mtl_keras.diagnostics`; `diagnostics.csv` and
+            a plot in a run directory).
         deterministic: make TensorFlow's ops deterministic
             (`tf.config.experimental.enable_op_determinism`), so a resumed run
             equals the uninterrupted one bit for bit.
@@ -117,6 +120,7 @@ class Training:
     checkpoints_to_keep: int = 3
     deterministic: bool = True
     batching: str = "length"
+    diagnostics_every_steps: int = None
 
     def __post_init__(self):
         for key in ("epochs", "batch_size", "steps_per_execution", "checkpoints_to_keep"):

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from mtl_keras import checkpoints, guards
 from mtl_keras import data as data_lib
+from mtl_keras.diagnostics import GradientDiagnostics
 from mtl_keras.epochs import (
     EpochBatches,
     check_every_task_in_every_batch,
@@ -325,6 +326,13 @@ def fit_run(
                                      allow_changed_settings)
         position = checkpoint.restore()
         _keep_history_before(run_dir / HISTORY, position[0])
+    if training.diagnostics_every_steps:  # before the CSVLogger: it adds epoch means
+        probe = EpochBatches(data.rows, preprocessor, training.batch_size, seed=training.seed,
+                             keep_order=training.batching == "every_task").epoch(0).take(8)
+        callbacks.append(GradientDiagnostics(
+            probe.cache(), training.diagnostics_every_steps,
+            csv_path=None if run_dir is None else run_dir / DIAGNOSTICS))
+    if run_dir is not None:
         callbacks += _run_dir_callbacks(run_dir, training)
         for note in checkpoint.notes:
             print(note, flush=True)
@@ -396,6 +404,7 @@ def fit_run(
 BEST_WEIGHTS = "checkpoints/best.weights.h5"
 CHECKPOINTS = "checkpoints"
 HISTORY = "history.csv"
+DIAGNOSTICS = "diagnostics.csv"
 FAILED = "FAILED.json"
 # What a resumed run must share with the checkpoints (besides tasks and shapes).
 RESUME_SETTINGS = (
@@ -408,7 +417,7 @@ def _run_checkpoint(config, data, model, run_dir, restart, allow_changed):
     training = config.training
     if restart:
         shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
-        for name in (HISTORY, FAILED):
+        for name in (HISTORY, FAILED, DIAGNOSTICS):
             (run_dir / name).unlink(missing_ok=True)
     settings = {k: getattr(training, k) for k in RESUME_SETTINGS}
     settings.update(precision=config.precision, sampler=repr(config.sampler),

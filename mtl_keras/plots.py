@@ -24,12 +24,17 @@ def _pyplot():
 
 
 def _metric_names(history, task_names):
-    """Metric suffixes logged for at least one task, `loss` first."""
+    """Metric suffixes logged for at least one task, `loss` first.
+
+    Only metrics with a dev counterpart (`val_<task>_<metric>`) or alone in
+    the history: not the training-only diagnostics (`<task>_grad_norm`).
+    """
+    has_dev = any(key.startswith("val_") for key in history)
     names = {
         key[len(task) + 1 :]
         for key in history
         for task in task_names
-        if key.startswith(task + "_") and not key.startswith("val_")
+        if key.startswith(task + "_") and (not has_dev or "val_" + key in history)
     }
     return sorted(names, key=lambda n: (n != "loss", n))
 

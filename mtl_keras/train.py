@@ -11,7 +11,9 @@ directory:
       history.csv        per-epoch logs of `fit` (`CSVLogger`)
       metrics.json       final per-task dev metrics
       plots/             learning_curves.png and one figure per task, as its
-                         kind draws it (confusion matrix, predictions)
+                         kind draws it (confusion matrix, predictions);
+                         diagnostics.png with `diagnostics_every_steps`
+      diagnostics.csv    per-task gradient diagnostics (if asked for)
 
 `run_evaluation(model_path, config)` evaluates a saved model on the dev
 data of a config.
@@ -24,10 +26,17 @@ from pathlib import Path
 from mtl_keras import plots
 from mtl_keras.config import ConfigError
 from mtl_keras.data import validate
+from mtl_keras.diagnostics import plot_diagnostics, read_diagnostics
 from mtl_keras.export import export_saved_model, load_keras_model
 from mtl_keras.kinds import get_kind
 from mtl_keras.model import MultiTaskModel
-from mtl_keras.pipeline import FAILED, evaluate_tasks, fit_run, read_history
+from mtl_keras.pipeline import (
+    DIAGNOSTICS,
+    FAILED,
+    evaluate_tasks,
+    fit_run,
+    read_history,
+)
 
 
 class RunError(ValueError):
@@ -144,6 +153,9 @@ def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settin
         json.dumps(result.metrics, indent=2) + "\n", encoding="utf-8"
     )
     write_plots(out / "plots", read_history(out / "history.csv"), config.tasks, result.predictions)
+    if (out / DIAGNOSTICS).exists():
+        figure = plot_diagnostics(read_diagnostics(out / DIAGNOSTICS), model.task_names)
+        plots.save_figure(figure, out / "plots" / "diagnostics.png")
     if verbose:
         print()
         print(format_metrics_table(result.metrics))

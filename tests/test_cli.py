@@ -5,12 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from tiny_config import write_tiny_config
 
 from mtl_keras import cli, plots
 from mtl_keras.config import DEFAULT_CONFIG, load_config
+from mtl_keras.diagnostics import read_diagnostics
 from mtl_keras.pipeline import read_history
 
 TASKS = {"topic", "sentiment", "rating"}
@@ -30,7 +32,7 @@ RUN_FILES = [
 
 def tiny_config(directory):
     """The bundled sample with a tiny model and one short epoch."""
-    return write_tiny_config(directory, epochs=3, batch_size=64)
+    return write_tiny_config(directory, epochs=3, batch_size=64, diagnostics_every_steps=10)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +79,18 @@ def test_train_writes_the_run_directory(run_dir):
     assert "val_topic_accuracy" in history
     vocabulary = (run_dir / "vocabulary.txt").read_text().splitlines()
     assert vocabulary[0] == "[PAD]" and len(vocabulary) <= 200
+
+
+def test_train_writes_gradient_diagnostics(run_dir):
+    rows = read_diagnostics(run_dir / "diagnostics.csv")
+    assert rows["step"] == [1.0, 10.0, 20.0, 30.0]  # 32 steps, every 10 and the first
+    for task in TASKS:
+        assert all(v > 0 for v in rows[f"{task}_grad_norm"])
+        assert rows[f"{task}_weight"] == [1.0] * 4  # static weights
+    assert all(-1 <= v <= 1 for v in rows["cosine_topic_sentiment"])
+    history = read_history(run_dir / "history.csv")
+    assert history["topic_grad_norm"] == pytest.approx([np.mean(rows["topic_grad_norm"])])
+    assert (run_dir / "plots" / "diagnostics.png").stat().st_size > 1000
 
 
 def test_run_config_is_the_resolved_config(run_dir):
