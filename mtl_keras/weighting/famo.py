@@ -10,7 +10,7 @@ from mtl_keras.weighting.base import LossWeighting
 class FAMO(LossWeighting):
     """Balances the tasks' log-loss improvement rates at the cost of one step.
 
-    Liu, Liu, Jin, Stone and Liu, "FAMO: Fast Adaptive Multitask
+    Liu, Feng, Stone and Liu, "FAMO: Fast Adaptive Multitask
     Optimization", NeurIPS 2023 (Algorithm 1, with `min_losses = 0`). The
     model descends `sum_t z_t log(L_t + eps) / c` with `z = softmax(xi)` and
     `c = sum_t z_t / (L_t + eps)`, i.e. the task losses weighted by
