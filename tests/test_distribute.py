@@ -1,6 +1,5 @@
 """Replica safety: 2 replicas on the same global batch log and update like 1."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -33,7 +32,7 @@ def _train_once(strategy, weights, use_loop):
     with strategy.scope():
         model = make_model()
         model.set_weights(weights)
-        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        model.compile(learning_rate=0.01)  # the default AdamW with clipnorm 1.0
     dataset = tf.data.Dataset.from_tensors(_batch_with_uneven_labels())
     if use_loop:
         history = loop.train_loop(model, dataset, epochs=1, verbose=0)
@@ -53,8 +52,11 @@ def test_two_replicas_equal_one(use_loop):
     for key in logs_one:
         assert logs_two[key] == pytest.approx(logs_one[key], abs=1e-5), key
     assert logs_one["score_loss"] == 0.0
-    for a, b in zip(one.get_weights(), two.get_weights()):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    for variable, a, b in zip(one.weights, one.get_weights(), two.get_weights()):
+        # The attention key bias has an exactly zero gradient (softmax ignores a
+        # shift shared by all keys); Adam turns its round-off into +-lr steps.
+        if not variable.path.endswith("key/bias"):
+            np.testing.assert_allclose(a, b, atol=1e-5, err_msg=variable.path)
     assert int(two.train_step_counter.numpy()) == 1
 
 
