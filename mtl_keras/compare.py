@@ -195,8 +195,9 @@ def compare(
         weightings: optional list of weighting methods (names or
             `{method: ..., **arguments}`): one multi-task model per method
             (`multi_task:<method>`), each against the same single-task
-            models, with Δm per method. A method that needs every task in
-            every batch trains with `batching: every_task`. Default: the
+            models, with Δm per method. With a mixing sampler, a method that
+            needs every task in every batch trains with `batching:
+            every_task`. Default: the
             config's own weighting, one model `multi_task`.
 
     Returns:
@@ -243,8 +244,8 @@ def compare(
         check_weighting(spec)  # a bad spec fails now, as a ConfigError
         name = weighting_lib.method_parts(spec)[0]
         method_config = dataclasses.replace(config, weighting=spec)
-        if weighting_lib.METHODS[name].needs_every_task:
-            method_config = method_config.replace(batching="every_task")
+        if weighting_lib.METHODS[name].needs_every_task and config.sampler_object():
+            method_config = method_config.replace(batching="every_task")  # a mixture
         configs[multi_task_key(name)] = multitask_config(method_config, budget)
     first_multi = next(iter(configs))
     configs.update({name: single_task_config(config, name) for name in names})

@@ -131,7 +131,9 @@ def check_every_task_in_every_batch(model, batching, batches=None, num_epochs=1)
     """Refuses batches without a task, for a method that needs every task in each.
 
     Raises `ValueError` when `model.weighting.needs_every_task` and the
-    batching is not `every_task`, or (given `batches`) a batch of the first
+    batching is not `every_task` (unless `batches`' rows all carry every
+    trained task, as jointly labelled data can: then any batch has them all,
+    and length bucketing stays), or (given `batches`) a batch of the first
     `num_epochs` epochs has no labels for a trained task.
 
     Example:
@@ -148,13 +150,17 @@ def check_every_task_in_every_batch(model, batching, batches=None, num_epochs=1)
     method = type(model.weighting).__name__
     if not model.weighting.needs_every_task:
         return
+    trained = [n for n in model.task_names if model.heads[n].trainable]
+    if batches is not None and batching != "every_task":
+        masks = batches.rows.table.masks
+        if all(np.all(masks[n] > 0) for n in trained):
+            return  # every row carries every task: any batch has them all
     if batching != "every_task":
         raise ValueError(
             f"Weighting {method} needs every task in every batch: set `training: "
             "{batching: every_task}` (with a mixing sampler every batch then holds "
             "each source's share; with `sampler: joint` every batch is checked)."
         )
-    trained = [n for n in model.task_names if model.heads[n].trainable]
     missing = None if batches is None else batches.first_batch_without_labels(trained, num_epochs)
     if missing is not None:
         epoch, batch, task = missing

@@ -44,7 +44,9 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
         preprocessor: the `TextPreprocessor` that turns strings into the
             encoder's inputs; optional, but needed for strings in
             `predict`, `predict_labels` and `export_saved_model`.
-        weighting: a `LossWeighting`; defaults to the tasks' `loss_weight`s.
+        weighting: a `LossWeighting` (`mtl_keras.weighting`), or a method
+            name (`"pcgrad"`) or `{"method": ..., **arguments}`; default:
+            `static`, the tasks' `loss_weight`s.
         frozen_tasks: names of tasks whose heads are not trained
             (`trainable = False`), e.g. the old tasks after
             `mtl_keras.add_task.add_task`; the config records the heads

@@ -147,3 +147,30 @@ def test_a_method_that_needs_every_task_refuses_batches_without_one(data_root, t
     joint = dataclasses.replace(joint, weighting="pcgrad").replace(batching="every_task", batch_size=2)
     with pytest.raises(ValueError, match=r"batch \d+ of epoch 1 has no labels for task 'b'"):
         fit_run(joint, verbose=0)
+
+
+def test_fully_joint_rows_need_no_every_task_batching(data_root, tmp_path):
+    """Every row labelled for every task: any batch has them all; bucketing stays."""
+    from mtl_keras import TextPreprocessor
+    from mtl_keras.backbone import SharedEncoder
+    from mtl_keras.data import JointRows
+    from mtl_keras.epochs import EpochBatches, check_every_task_in_every_batch
+    from mtl_keras.model import MultiTaskModel
+    from mtl_keras.tasks import Task
+
+    tasks = [Task("a", "binary"), Task("b", "binary")]
+    encoder = SharedEncoder(vocabulary_size=50, sequence_length=16, hidden_dim=8,
+                            num_layers=1, num_heads=2)
+    model = MultiTaskModel(tasks, encoder, weighting="pcgrad")
+    preprocessor = TextPreprocessor.from_texts(["alpha beta"], 50, sequence_length=16)
+    (tmp_path / "full.tsv").write_text("text\ta\tb\n" + "".join(
+        f"row {i}\t{i % 2}\t{i % 3 % 2}\n" for i in range(20)))
+    from mtl_keras.data import FileSource
+
+    full = EpochBatches(JointRows(tasks, FileSource(tmp_path / "full.tsv", tasks=["a", "b"])),
+                        preprocessor, 4)
+    check_every_task_in_every_batch(model, "length", full, 2)  # no error
+    partial = EpochBatches(JointRows(tasks, FileSource(data_root / "joint.tsv", tasks=["a", "b"])),
+                           preprocessor, 4)
+    with pytest.raises(ValueError, match="set `training: {batching: every_task}`"):
+        check_every_task_in_every_batch(model, "length", partial, 2)

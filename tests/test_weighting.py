@@ -300,7 +300,8 @@ def test_two_replicas_equal_one_device(method):
     for key in logs_one:
         assert logs_two[key] == pytest.approx(logs_one[key], rel=1e-5, abs=1e-5), key
     for a, b in zip(one.weighting.weights, two.weighting.weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+        # rtol: PCGrad divides by small squared norms, which amplifies round-off.
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
     for variable, a, b in zip(one.weights, one.get_weights(), two.get_weights()):
         # The attention key bias has an exactly zero gradient (softmax ignores a
         # shift shared by all keys); Adam turns its round-off into +-lr steps.

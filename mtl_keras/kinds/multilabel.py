@@ -9,6 +9,36 @@ from mtl_keras.kinds.base import THRESHOLD, ClassKind, as_list, parse_class
 from mtl_keras.metrics import LogitF1Score
 
 
+class SummedSigmoidCrossEntropy(keras.losses.Loss):
+    """Sigmoid cross-entropy on logits, summed over the last axis (the classes).
+
+    Keras's `BinaryCrossentropy` averages over the classes instead.
+
+    Example:
+    >>> loss = SummedSigmoidCrossEntropy()
+    >>> [round(float(v), 4) for v in loss(np.array([[1.0, 0.0]]), np.array([[0.0, 0.0]]))]
+    [1.3863]
+    """
+
+    def __init__(self, reduction=None, name="summed_sigmoid_cross_entropy", **kwargs):
+        super().__init__(reduction=reduction, name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        per_class = tf.nn.sigmoid_cross_entropy_with_logits(
+            labels=tf.cast(y_true, y_pred.dtype), logits=y_pred
+        )
+        return tf.reduce_sum(per_class, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": True}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.pop("from_logits", None)
+        return cls(**config)
+
+
 class Multilabel(ClassKind):
     """Any subset of C classes: C logits, sigmoid cross-entropy summed over the classes.
 
@@ -30,13 +60,7 @@ class Multilabel(ClassKind):
     headline_metric = "macro_f1"
 
     def loss(self):
-        def summed_over_classes(labels, logits):
-            per_class = tf.nn.sigmoid_cross_entropy_with_logits(
-                labels=tf.cast(labels, logits.dtype), logits=logits
-            )
-            return tf.reduce_sum(per_class, axis=-1)
-
-        return summed_over_classes
+        return SummedSigmoidCrossEntropy()
 
     def metrics(self, task):
         return {
