@@ -305,8 +305,10 @@ def test_two_replicas_equal_one_device(method):
     for variable, a, b in zip(one.weights, one.get_weights(), two.get_weights()):
         # The attention key bias has an exactly zero gradient (softmax ignores a
         # shift shared by all keys); Adam turns its round-off into +-lr steps.
+        # atol: 0.5% of one Adam step (lr 0.01); Adam magnifies the round-off
+        # of near-zero gradients, while a real difference moves weights by ~lr.
         if not variable.path.endswith("key/bias"):
-            np.testing.assert_allclose(a, b, atol=1e-5, err_msg=variable.path)
+            np.testing.assert_allclose(a, b, atol=5e-5, err_msg=variable.path)
     assert not np.allclose(one.get_weights()[0], weights[0])  # it trained
 
 
