@@ -78,6 +78,9 @@ def configs(tmp_path_factory):
     joint.write_text(yaml.safe_dump(mapping))
     mixed = directory / "temperature.yaml"
     mapping["sampler"] = {"name": "temperature", "temperature": 2.0}
+    # A stateful weighting method: DWA's loss history must resume too (its
+    # periods of 4 steps end mid-epoch; from step 9 its weights are not 1).
+    mapping["weighting"] = {"method": "dwa", "period_steps": 4}
     mixed.write_text(yaml.safe_dump(mapping))
     return {"joint": joint, "temperature": mixed}
 
