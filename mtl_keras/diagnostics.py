@@ -124,18 +124,24 @@ class GradientDiagnostics(keras.callbacks.Callback):
         self.log_dir = log_dir
         self.rows = []
         self._iterator = self._writer = None
-        self._epoch_rows = []
+        self._epoch_rows, self._step, self._seen = [], 0, 0
 
     def _next_batch(self):
         if self._iterator is None:
             self._iterator = iter(self.data.repeat())
         return next(self._iterator)
 
+    def on_train_begin(self, logs=None):
+        self._step = int(self.model.train_step_counter.numpy())
+
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_rows = []
+        self._epoch_rows, self._seen = [], 0
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.train_step_counter.numpy())
+        # Counted here, not read from the model: a read would sync every step.
+        self._step += batch + 1 - self._seen  # one step per batch (steps_per_execution too)
+        self._seen = batch + 1
+        step = self._step
         if step != 1 and step % self.every_steps:
             return
         row = {"step": step, **task_gradient_statistics(self.model, self._next_batch())}
