@@ -54,10 +54,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import peers  # noqa: E402  (reuse its data, vocabulary, batching and model code)
 
+from mtl_keras.batching import make_batches  # noqa: E402
 from mtl_keras.config import load_config  # noqa: E402
 from mtl_keras.data import Mixture, Temperature  # noqa: E402
 from mtl_keras.pipeline import evaluate_tasks  # noqa: E402
-from mtl_keras.preprocess import TextPreprocessor, make_batches  # noqa: E402
+from mtl_keras.preprocess import TextPreprocessor  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 TASKS = peers.TASKS

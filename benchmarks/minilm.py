@@ -51,6 +51,7 @@ import tensorflow as tf  # noqa: E402
 
 from mtl_keras import Task  # noqa: E402
 from mtl_keras.add_task import add_task  # noqa: E402
+from mtl_keras.batching import make_batches  # noqa: E402
 from mtl_keras.config import ConfigError, load_config, parse_config  # noqa: E402
 from mtl_keras.data import FileSource, Mixture  # noqa: E402
 from mtl_keras.export import (  # noqa: E402
@@ -60,7 +61,6 @@ from mtl_keras.export import (  # noqa: E402
 )
 from mtl_keras.minilm import minilm_preset_dir  # noqa: E402
 from mtl_keras.pipeline import evaluate_tasks, fit_run  # noqa: E402
-from mtl_keras.preprocess import make_batches  # noqa: E402
 from mtl_keras.progress import Progress  # noqa: E402
 from mtl_keras.train import format_metrics_table  # noqa: E402
 

@@ -6,7 +6,7 @@ SST-2 sentences, CoLA sentences and AG News descriptions from
 mixed_bfloat16), in interleaved rounds (see `harness.py`):
 
 - `ours_bucketed`: `MultiTaskModel.fit` on our length-bucketed batches
-  (`mtl_keras.preprocess.make_batches`: each batch padded to 16, 32, 64 or
+  (`mtl_keras.batching.make_batches`: each batch padded to 16, 32, 64 or
   128 tokens, whichever holds its longest text).
 - `ours_fixed128`: the same model on batches padded to 128 tokens: our step
   without the bucketing.
@@ -57,13 +57,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 from mtl_keras import MultiTaskModel, SharedEncoder, Task  # noqa: E402
+from mtl_keras.batching import make_batches  # noqa: E402
 from mtl_keras.config import load_config  # noqa: E402
 from mtl_keras.data import Examples, Mixture, Temperature  # noqa: E402
-from mtl_keras.preprocess import (  # noqa: E402
-    RESERVED_TOKENS,
-    TextPreprocessor,
-    make_batches,
-)
+from mtl_keras.preprocess import RESERVED_TOKENS, TextPreprocessor  # noqa: E402
 
 DATA = "/work/shared/data"
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

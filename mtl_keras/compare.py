@@ -312,7 +312,7 @@ def compare(
 
 
 def _headline(metrics):
-    key = get_kind(metrics["kind"]).headline_metric
+    key = get_kind(metrics["kind"]).headline_in(metrics)
     parts = [f"{key} {metrics[key]:.4f}"] if key in metrics else []
     if "mcc" in metrics and key != "mcc":
         parts.append(f"mcc {metrics['mcc']:.4f}")

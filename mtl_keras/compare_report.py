@@ -19,8 +19,6 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from mtl_keras.kinds import get_kind
-
 MULTI_TASK = "multi_task"
 SINGLE_TASK = "single_task"
 # Metrics shown as percentages (×100) in the markdown table.
@@ -127,7 +125,7 @@ def build_report(config, budget, seeds, runs):
                     entry["difference" + _suffix(model)] = summary([a - b for a, b in zip(m, s)])
             counts = [c["labelled_examples"][task.name] for c in per_seed(model, "compute")]
             seen[model] = statistics.fmean(counts) if counts else None
-        headline = get_kind(task.kind).headline_metric
+        headline = task.headline_metric
         for model in multi_models:
             if headline in metrics:
                 change = relative_change(metrics[headline][model]["mean"],

@@ -251,13 +251,15 @@ class RunConfig:
 
     def build_preprocessor(self, texts):
         """The preprocessor: learned from `texts`, or the preset's tokenizer."""
+        # Tagging tasks label words: the preprocessor then aligns word pieces.
+        kwargs = {"align_words": any(t.per_token for t in self.tasks), **self.preprocessor}
         if self.preset is None:
-            return TextPreprocessor.from_texts(texts, pair=self.pair, **self.preprocessor)
+            return TextPreprocessor.from_texts(texts, pair=self.pair, **kwargs)
         from mtl_keras.minilm import resolve_preset
         from mtl_keras.pretrained import preprocessor_from_preset
 
         return preprocessor_from_preset(
-            resolve_preset(self.preset), pair=self.pair, **self.preprocessor
+            resolve_preset(self.preset), pair=self.pair, **kwargs
         )
 
     def build_encoder(self, preprocessor, precision):

@@ -18,8 +18,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from mtl_keras.batching import make_batches
 from mtl_keras.loop import train_loop
-from mtl_keras.preprocess import make_batches
 
 
 def with_pair_feature(pair):

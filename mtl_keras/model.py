@@ -304,10 +304,10 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
         return (task_losses, counts) if return_counts else task_losses
 
     def _update_task_metrics(self, task, labels, logits, per_unit, mask):
-        # Metrics count labelled units: rows, or tokens for tagging tasks.
-        mask = tf.reshape(mask, (-1,))
+        # Metrics count labelled units: rows, or words (first pieces) for
+        # tagging tasks, whose metrics take `[B, L]` labels and mask.
         self._task_loss_trackers[task.name].update_state(
-            tf.reshape(per_unit, (-1,)), sample_weight=mask
+            tf.reshape(per_unit, (-1,)), sample_weight=tf.reshape(mask, (-1,))
         )
         labels, logits = task.task_kind.metric_inputs(task, labels, logits)
         for metric in self._task_metrics[task.name]:

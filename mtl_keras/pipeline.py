@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from mtl_keras import checkpoints, guards
 from mtl_keras import data as data_lib
+from mtl_keras.batching import make_batches
 from mtl_keras.diagnostics import GradientDiagnostics
 from mtl_keras.epochs import (
     EpochBatches,
@@ -39,7 +40,6 @@ from mtl_keras.epochs import (
 )
 from mtl_keras.model import MultiTaskModel
 from mtl_keras.optimizers import EncoderAdamW
-from mtl_keras.preprocess import make_batches
 from mtl_keras.progress import BatchCounter, Progress
 from mtl_keras.weighting import get_weighting
 
@@ -223,12 +223,22 @@ def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_pr
         prefix = task.name + "_"
         result = {"kind": task.kind, "examples": int(datasets[task.name].cardinality())}
         result.update({k[len(prefix):]: float(v) for k, v in logs.items() if k.startswith(prefix)})
+        if "entity_f1" in result:  # entity P/R overall and per type (`EntityF1.values`)
+            found = model.get_metric(f"{task.name}_entity_f1").values()
+            result["entity_precision"] = found["overall"]["precision"]
+            result["entity_recall"] = found["overall"]["recall"]
+            result["per_type"] = {k: v for k, v in found.items() if k != "overall"}
         metrics[task.name] = result
         if with_predictions:
             labels, outputs = [], []
-            for x, y, _ in batches:
-                outputs.append(np.asarray(model.predict_on_batch(x)[task.name]))
-                labels.append(y[task.name].numpy())
+            for x, y, w in batches:
+                logits = np.asarray(model.predict_on_batch(x)[task.name])
+                truth = y[task.name].numpy()
+                if task.per_token:  # one row per word (its first piece)
+                    words = w[task.name].numpy() > 0
+                    logits, truth = logits[words], truth[words]
+                outputs.append(logits)
+                labels.append(truth)
             predictions[task.name] = {
                 "labels": np.concatenate(labels) if labels else np.zeros(0),
                 "outputs": np.concatenate(outputs) if outputs else np.zeros(0),

@@ -1,16 +1,16 @@
-"""Tokenization and batching: raw examples → `(x, y, sample_weight)` batches."""
+"""Tokenization: the WordPiece vocabulary and `TextPreprocessor` (strings → ids)."""
 
-import math
 
 import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from mtl_keras import _compat
+from mtl_keras import _compat, words
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 RESERVED_TOKENS = (PAD, UNK, CLS, SEP, MASK)
+MODEL_INPUTS = ("token_ids", "padding_mask")  # what the encoder takes
 TRUNCATION_MODES = ("round_robin", "waterfall")
 
 
@@ -99,6 +99,12 @@ class TextPreprocessor(keras.layers.Layer):
         pair: whether inputs are sentence pairs, `call(text, text_pair)`.
         truncate: how pairs are shortened: `"round_robin"` takes one token
             at a time from each segment, `"waterfall"` cuts the last first.
+        align_words: tokenize word by word (`mtl_keras.words`: whitespace
+            words, whole-word truncation, an empty word becomes `[UNK]`) and
+            also return `"word_ids"`, int32 `[B, L]`: the word index of each
+            piece, -1 for `[CLS]`, `[SEP]` and padding. Needed by tagging
+            tasks (set by the config when a task is per token); single
+            texts only.
 
     Example:
     >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat"]
@@ -118,10 +124,13 @@ class TextPreprocessor(keras.layers.Layer):
         lowercase=True,
         pair=False,
         truncate="round_robin",
+        align_words=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_packing(sequence_length, pair, truncate)
+        if align_words and pair:
+            raise ValueError("align_words (tagging) takes single texts, not pairs.")
         # Strings are not converted to backend tensors, and eager calls run
         # the same TensorFlow ops as tf.data (not keras-hub's Python path).
         _compat.accept_strings(self)
@@ -143,6 +152,7 @@ class TextPreprocessor(keras.layers.Layer):
         self.lowercase = lowercase
         self.pair = pair
         self.truncate = truncate
+        self.align_words = bool(align_words)
         # All state exists now; built layers can be tracked for export.
         self.build()
 
@@ -155,6 +165,7 @@ class TextPreprocessor(keras.layers.Layer):
         lowercase=True,
         pair=False,
         truncate="round_robin",
+        align_words=False,
         **kwargs,
     ):
         """A preprocessor with a vocabulary learned from `texts`.
@@ -162,11 +173,14 @@ class TextPreprocessor(keras.layers.Layer):
         Args:
             texts: training texts, see `learn_vocabulary`.
             vocabulary_size: the most tokens to learn, reserved ones included.
-            sequence_length, lowercase, pair, truncate: as for the constructor.
+            sequence_length, lowercase, pair, truncate, align_words: as for
+                the constructor.
         """
         check_packing(sequence_length, pair, truncate)
         vocabulary = learn_vocabulary(texts, vocabulary_size, lowercase=lowercase)
-        return cls(vocabulary, sequence_length, lowercase, pair, truncate, **kwargs)
+        return cls(
+            vocabulary, sequence_length, lowercase, pair, truncate, align_words, **kwargs
+        )
 
     def check_encoder(self, encoder):
         """Raises if `encoder` cannot embed what this preprocessor packs.
@@ -202,23 +216,67 @@ class TextPreprocessor(keras.layers.Layer):
                 f"TextPreprocessor(pair={self.pair}) was called with "
                 f"{len(segments)} text input(s)."
             )
+        if self.align_words:
+            return self.word_alignment(text, sequence_length)[0]
         segments = tuple(self._tokenize(s) for s in segments)
-        # The packers are built here, from the tokenizer's current vocabulary,
-        # because a `.keras` file restores that vocabulary after `__init__`.
+        token_ids, _ = self._packer(sequence_length)(segments)
+        return {
+            "token_ids": tf.cast(token_ids, "int32"),
+            "padding_mask": token_ids != self.tokenizer.token_to_id(PAD),
+        }
+
+    def word_alignment(self, text, sequence_length=None):
+        """`(inputs with "word_ids", words)` for `align_words` preprocessors.
+
+        `words` holds ragged `[B, W]` `"words"` with their byte offsets
+        `"starts"`, `"ends"` in the (UTF-8 cleaned) text, and `"cut_words"`
+        `[B]`, the words dropped by truncation.
+        """
+        sequence_length = sequence_length or self.sequence_length
+        text = clean_text(tf.convert_to_tensor(text))
+        if text.dtype != tf.string:
+            raise ValueError(f"TextPreprocessor takes strings, got {text.dtype}.")
+        single = text.shape.rank == 0
+        text = tf.reshape(text, [-1])
+        split, starts, ends = words.split_words_with_offsets(text)
+        ids, word_ids, cut = words.align_word_pieces(
+            self._tokenize_words, split, sequence_length - 2, self.tokenizer.token_to_id(UNK)
+        )
+        token_ids, _ = self._packer(sequence_length)((ids,))
+        word_ids, _ = self._packer(sequence_length, words.IGNORE)((word_ids,))
+        inputs = {
+            "token_ids": tf.cast(token_ids, "int32"),
+            "padding_mask": token_ids != self.tokenizer.token_to_id(PAD),
+            "word_ids": tf.cast(word_ids, "int32"),
+        }
+        found = {"words": split, "starts": starts, "ends": ends, "cut_words": cut}
+        if single:
+            inputs = {k: v[0] for k, v in inputs.items()}
+            found = {k: v[0] for k, v in found.items()}
+        return inputs, found
+
+    def _packer(self, sequence_length, fill=None):
+        # Built per call, from the tokenizer's current vocabulary, because a
+        # `.keras` file restores that vocabulary after `__init__`. With
+        # `fill`, it packs word ids: every special position gets `fill`.
         ids = {t: self.tokenizer.token_to_id(t) for t in (CLS, SEP, PAD)}
-        packer = keras_hub.layers.MultiSegmentPacker(
+        start, end, pad = (fill, fill, fill) if fill is not None else (
+            ids[CLS], ids[SEP], ids[PAD]
+        )
+        return keras_hub.layers.MultiSegmentPacker(
             sequence_length,
-            start_value=ids[CLS],
-            end_value=ids[SEP],
-            pad_value=ids[PAD],
+            start_value=start,
+            end_value=end,
+            pad_value=pad,
             truncate=self.truncate,
             **_compat.TENSORFLOW_ONLY,
         )
-        token_ids, _ = packer(segments)  # no text token is [PAD]: it is split
-        return {
-            "token_ids": tf.cast(token_ids, "int32"),
-            "padding_mask": token_ids != ids[PAD],
-        }
+
+    def _tokenize_words(self, split):
+        tokens = self.tokenizer(split)
+        if isinstance(tokens, list):
+            tokens = tf.ragged.constant(tokens, dtype="int32", ragged_rank=2)
+        return tf.cast(tokens, "int32")
 
     def _tokenize(self, text):
         text = tf.convert_to_tensor(text)
@@ -232,10 +290,13 @@ class TextPreprocessor(keras.layers.Layer):
 
     def compute_output_spec(self, text, text_pair=None, sequence_length=None):
         shape = tuple(text.shape) + (sequence_length or self.sequence_length,)
-        return {
+        spec = {
             "token_ids": keras.KerasTensor(shape, dtype="int32"),
             "padding_mask": keras.KerasTensor(shape, dtype="bool"),
         }
+        if self.align_words:
+            spec["word_ids"] = keras.KerasTensor(shape, dtype="int32")
+        return spec
 
     def get_config(self):
         return {
@@ -245,6 +306,7 @@ class TextPreprocessor(keras.layers.Layer):
             "lowercase": self.lowercase,
             "pair": self.pair,
             "truncate": self.truncate,
+            "align_words": self.align_words,
         }
 
 
@@ -300,179 +362,3 @@ def to_bytes(text):
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # lone surrogates become invalid UTF-8
         return text.encode("utf-8", "surrogatepass")
-
-
-def bucket_lengths(sequence_length, bucket_boundaries=None):
-    """The lengths batches are padded to: boundaries below `sequence_length`,
-    then `sequence_length` itself. Defaults to 16, 32, 64, ... (doubling).
-
-    Example:
-    >>> bucket_lengths(100)
-    (16, 32, 64, 100)
-    """
-    if bucket_boundaries is None:
-        bucket_boundaries = [16]
-        while bucket_boundaries[-1] < sequence_length:
-            bucket_boundaries.append(2 * bucket_boundaries[-1])
-    below = {int(b) for b in bucket_boundaries if 0 < b < sequence_length}
-    return tuple(sorted(below)) + (sequence_length,)
-
-
-_BATCHES_PER_CHUNK = 32  # batches grouped by bucket together in make_batches
-
-
-def make_batches(
-    dataset,
-    preprocessor,
-    batch_size,
-    bucket_boundaries=None,
-    shuffle_buffer=None,
-    seed=None,
-    drop_remainder=False,
-    pad_to_fixed_length=False,
-    keep_order=False,
-):
-    """Tokenizes raw examples and batches them by length.
-
-    Takes the unbatched `(features, labels, masks)` dataset of
-    `mtl_keras.data` and returns `(x, y, sample_weight)` batches (see
-    `docs/CONTRACTS.md`): `x` from `preprocessor`, `y = labels` and
-    `sample_weight = masks`, batched unchanged.
-
-    Length-aware batching (bucketing), vectorized: the stream is cut into
-    chunks of 32 batches; each chunk is tokenized at once, grouped by bucket
-    (the smallest of `bucket_lengths(...)` that holds an example; stream
-    order kept within a bucket), split into batches, and each batch is
-    padded to the bucket of its longest example. So a batch has one of a few
-    lengths (a bounded number of traced shapes), and the batches of a chunk
-    come out in a seeded random order. Only the stream's last chunk can end
-    in a partial batch: it is kept (every example appears exactly once)
-    unless `drop_remainder=True`. Tagging labels (integer labels per word)
-    are not supported yet.
-
-    Args:
-        dataset: a `tf.data.Dataset` of `(features, labels, masks)`.
-        preprocessor: a `TextPreprocessor`; `pair=True` iff the features
-            have a `"text_pair"`.
-        batch_size: examples per batch.
-        bucket_boundaries: the padded lengths, see `bucket_lengths`.
-        shuffle_buffer: if set, shuffle raw examples with this buffer size.
-        seed: seed of that shuffle and of the batch order within chunks.
-        drop_remainder: drop a final partial batch.
-        pad_to_fixed_length: pad every batch to `sequence_length` and keep
-            the stream's order (no sorting), e.g. as a benchmark baseline.
-        keep_order: batch the stream in order (each batch is `batch_size`
-            consecutive examples, as a stratified schedule laid them out),
-            each padded to the bucket of its longest example.
-
-    Example:
-    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat"]
-    >>> raw = tf.data.Dataset.from_tensor_slices(
-    ...     ({"text": ["the cat", "the cat sat"]}, {"topic": [0, 1]},
-    ...      {"topic": [1.0, 1.0]}))
-    >>> batches = make_batches(raw, TextPreprocessor(vocab, 32), batch_size=8)
-    >>> x, y, sample_weight = next(iter(batches))
-    >>> tuple(x["token_ids"].shape)
-    (2, 16)
-    """
-    _check_element_spec(dataset.element_spec, preprocessor)
-    if shuffle_buffer:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
-    sequence_length = preprocessor.sequence_length
-
-    def encode(features, labels, masks):
-        segments = [features["text"]]
-        if preprocessor.pair:
-            segments.append(features["text_pair"])
-        x = preprocessor(*segments)
-        lengths = tf.reduce_sum(tf.cast(x["padding_mask"], "int32"), axis=-1)
-        return x, lengths, labels, masks
-
-    if pad_to_fixed_length:
-        batches = dataset.batch(batch_size, drop_remainder=drop_remainder).map(
-            lambda *example: _drop_lengths(*encode(*example)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-        return batches.prefetch(tf.data.AUTOTUNE)
-
-    buckets = tf.constant(bucket_lengths(sequence_length, bucket_boundaries), "int32")
-    if keep_order:
-
-        def trimmed(x, lengths, labels, masks):
-            longest = tf.reduce_max(lengths)
-            padded = tf.gather(buckets, tf.searchsorted(buckets, [longest])[0])
-            return {k: v[:, :padded] for k, v in x.items()}, labels, masks
-
-        batches = dataset.batch(batch_size, drop_remainder=drop_remainder).map(
-            lambda *example: trimmed(*encode(*example)), num_parallel_calls=tf.data.AUTOTUNE
-        )
-        return batches.prefetch(tf.data.AUTOTUNE)
-    # A Python int, or a tensor when the batches are built inside `flat_map`.
-    batch_seed = tf.cast(0 if seed is None else seed, "int64")
-
-    def split_by_bucket(chunk_index, chunk):
-        x, lengths, labels, masks = chunk
-        # Group by bucket, keeping the stream's order within a bucket.
-        order = tf.argsort(tf.searchsorted(buckets, lengths), stable=True)
-        x, lengths, labels, masks = tf.nest.map_structure(
-            lambda t: tf.gather(t, order), (x, lengths, labels, masks)
-        )
-        size = tf.shape(lengths)[0]
-        starts = tf.range(0, size, batch_size)
-        starts = tf.random.experimental.stateless_shuffle(
-            starts, seed=tf.stack([batch_seed, chunk_index])
-        )
-
-        def one_batch(start):
-            stop = tf.minimum(start + batch_size, size)
-            longest = tf.reduce_max(lengths[start:stop])
-            padded = tf.gather(buckets, tf.searchsorted(buckets, [longest])[0])
-            batch_x = {k: v[start:stop, :padded] for k, v in x.items()}
-            rows = tf.nest.map_structure(lambda t: t[start:stop], (labels, masks))
-            return (batch_x,) + rows
-
-        return tf.data.Dataset.from_tensor_slices(starts).map(one_batch)
-
-    batches = (
-        dataset.batch(batch_size * _BATCHES_PER_CHUNK)
-        .map(encode, num_parallel_calls=tf.data.AUTOTUNE)
-        .enumerate()
-        .flat_map(split_by_bucket)
-    )
-    if drop_remainder:
-        batches = batches.filter(
-            lambda x, y, w: tf.shape(x["token_ids"])[0] == batch_size
-        )
-    # Every chunk but the last holds whole batches, so a stream of N examples
-    # gives ceil(N / B) batches; saying so lets `fit` show and check the count.
-    examples = tf.get_static_value(dataset.cardinality())  # None inside `flat_map`
-    if examples is not None and examples >= 0:
-        count = examples // batch_size if drop_remainder else math.ceil(examples / batch_size)
-        batches = batches.apply(tf.data.experimental.assert_cardinality(count))
-    return batches.prefetch(tf.data.AUTOTUNE)
-
-
-def _drop_lengths(x, lengths, labels, masks):
-    return x, labels, masks
-
-
-def _check_element_spec(spec, preprocessor):
-    if not (isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[0], dict)):
-        raise ValueError(
-            "make_batches expects a dataset of (features, labels, masks) "
-            f"with features a dict of strings, got elements {spec}."
-        )
-    features, labels, _ = spec
-    if "text" not in features:
-        raise ValueError(f"The features have no 'text': {sorted(features)}.")
-    if ("text_pair" in features) != preprocessor.pair:
-        raise ValueError(
-            f"The features {sorted(features)} do not match a preprocessor "
-            f"with pair={preprocessor.pair}."
-        )
-    for task, label in labels.items():
-        if label.dtype.is_integer and label.shape.rank:
-            raise NotImplementedError(
-                f"Task {task!r} has per-word integer labels (tagging); "
-                "make_batches does not align them to word pieces yet."
-            )

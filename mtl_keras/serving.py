@@ -10,7 +10,7 @@ import weakref
 import tensorflow as tf
 
 from mtl_keras.kinds import format_rows
-from mtl_keras.preprocess import to_bytes
+from mtl_keras.preprocess import MODEL_INPUTS, clean_text, to_bytes
 
 _SERVE_TEXT = weakref.WeakKeyDictionary()  # model -> traced serve_text
 
@@ -48,26 +48,46 @@ class TextServing:
             rows.extend(format_rows(self.tasks, outputs, top_k=top_k))
         return rows
 
-    def serving_outputs(self, token_ids, padding_mask):
-        """What the SavedModel serves for packed ids: each kind's outputs."""
+    def serving_outputs(self, token_ids, padding_mask, alignment=None):
+        """What the SavedModel serves for packed ids: each kind's outputs.
+
+        With `alignment` (from `serve_text` of an `align_words`
+        preprocessor) per-token tasks give one tag per word, and the
+        outputs hold `words`, `num_words`, `word_start` / `word_end`
+        (character offsets) and `cut_words` (dropped by truncation).
+        """
         token_ids = tf.cast(token_ids, tf.int32)
         padding_mask = tf.cast(padding_mask, tf.bool)
         logits = self({"token_ids": token_ids, "padding_mask": padding_mask}, training=False)
         outputs = {"num_tokens": tf.reduce_sum(tf.cast(padding_mask, tf.int32), axis=1)}
+        if alignment is not None:
+            outputs.update(_word_outputs(alignment))
         for task in self.tasks:
             z = tf.cast(logits[task.name], tf.float32)
-            outputs.update(task.task_kind.serving_outputs(task, z, padding_mask))
+            kind = task.task_kind
+            if alignment is not None and task.per_token:
+                outputs.update(kind.word_outputs(task, z, alignment))
+            else:
+                outputs.update(kind.serving_outputs(task, z, padding_mask))
         return outputs
 
     def serve_text(self, text, text_pair=None):
         """What the SavedModel serves for strings: tokenized in the graph."""
-        x = self._require_preprocessor()(*_segments(text, text_pair))
+        preprocessor = self._require_preprocessor()
+        alignment = None
+        if preprocessor.align_words and any(task.per_token for task in self.tasks):
+            x, alignment = preprocessor.word_alignment(text)
+            alignment["text"] = clean_text(text)
+        else:
+            x = preprocessor(*_segments(text, text_pair))
         # Cut the padding shared by the whole batch: the encoder takes any
         # length up to `sequence_length`, and short requests get cheaper.
         lengths = tf.reduce_sum(tf.cast(x["padding_mask"], tf.int32), axis=1)
         length = tf.reduce_max(tf.concat([lengths, [1]], axis=0))
+        if alignment is not None:
+            alignment["word_ids"] = x["word_ids"][:, :length]
         return self.serving_outputs(
-            x["token_ids"][:, :length], x["padding_mask"][:, :length]
+            x["token_ids"][:, :length], x["padding_mask"][:, :length], alignment
         )
 
     def text_signature(self):
@@ -107,9 +127,31 @@ class TextServing:
         )
         dataset = tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size)
         if preprocess:
-            dataset = dataset.map(lambda *segments: preprocessor(*segments))
+            dataset = dataset.map(lambda *segments: _model_inputs(preprocessor(*segments)))
         return dataset
 
 
 def _segments(text, text_pair):
     return (text,) if text_pair is None else (text, text_pair)
+
+
+def _model_inputs(x):
+    return {k: v for k, v in x.items() if k in MODEL_INPUTS}
+
+
+def _word_outputs(alignment):
+    text, words = alignment["text"], alignment["words"]
+
+    def characters(offsets):  # byte offsets in the UTF-8 text -> characters
+        repeated = tf.gather(text, offsets.value_rowids())
+        prefix = tf.strings.substr(repeated, tf.zeros_like(offsets.values), offsets.values)
+        count = tf.strings.length(prefix, unit="UTF8_CHAR")
+        return offsets.with_values(tf.cast(count, tf.int32)).to_tensor(-1)
+
+    return {
+        "words": words.to_tensor(""),
+        "num_words": tf.cast(words.row_lengths(), tf.int32),
+        "word_start": characters(alignment["starts"]),
+        "word_end": characters(alignment["ends"]),
+        "cut_words": alignment["cut_words"],
+    }

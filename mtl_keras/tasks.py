@@ -100,7 +100,7 @@ class Task:
 
     @property
     def headline_metric(self):
-        return self.task_kind.headline_metric
+        return self.task_kind.headline(self)
 
     @property
     def classes(self):

@@ -83,10 +83,11 @@ def format_metrics_table(metrics):
     """
     columns = []
     for result in metrics.values():
-        headline = get_kind(result["kind"]).headline_metric if "kind" in result else None
+        headline = get_kind(result["kind"]).headline_in(result) if "kind" in result else None
         ordered = ["loss", headline] + sorted(result)
         for key in ordered:
-            if key in result and key not in ("kind", "examples") and key not in columns:
+            numeric = isinstance(result.get(key), (int, float))  # not `per_type`
+            if numeric and key not in ("kind", "examples") and key not in columns:
                 columns.append(key)
     header = ["task", "kind", "examples", *columns]
     rows = [

@@ -15,11 +15,12 @@ from tiny_config import write_tiny_config
 
 from mtl_keras import MultiTaskModel, SharedEncoder, cli
 from mtl_keras import compare as compare_lib
+from mtl_keras.batching import make_batches
 from mtl_keras.compare_report import build_report, format_report
 from mtl_keras.config import DEFAULT_CONFIG, load_config
 from mtl_keras.config_checks import ConfigError
 from mtl_keras.data import FileSource, eval_datasets, joint_dataset
-from mtl_keras.preprocess import TextPreprocessor, make_batches
+from mtl_keras.preprocess import TextPreprocessor
 
 TASKS = ["topic", "sentiment", "rating"]
 SEEDS = 1

@@ -700,7 +700,7 @@ def test_get_config_round_trip(tmp_path):
         ({"max_rows": 0}, "max_rows must be an integer >= 1, got 0."),
         ({"max_rows": 2.5}, "max_rows must be an integer >= 1, got 2.5."),
         ({"max_rows": True}, "max_rows must be an integer >= 1, got True."),
-        ({"format": "xlsx"}, "format must be 'csv', 'tsv' or 'jsonl', got 'xlsx'."),
+        ({"format": "xlsx"}, "'jsonl', 'conll' or 'conllu', got 'xlsx'."),
         ({"file": "data.xlsx"}, "cannot tell the format from the suffix"),
         ({"header": "yes"}, "header must be True or False, got 'yes'."),
         ({"column_names": "a,b"}, "column_names must be a list of strings"),
@@ -766,6 +766,7 @@ def test_data_modules_are_small_and_leave_kinds_to_kinds_py():
     modules = sorted(p.name for p in package.glob("*.py"))
     assert modules == [
         "__init__.py",
+        "conll.py",
         "examples.py",
         "mixing.py",
         "sample.py",

@@ -8,10 +8,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "mtl_keras"
 # The one-way order (docs/CONTRACTS.md): a module may import only earlier ones.
 ORDER = [
-    "_compat", "plots", "metrics", "kinds.base", "kinds.multiclass", "kinds.binary",
+    "_compat", "plots", "metrics", "words", "entities", "kinds.base", "kinds.multiclass", "kinds.binary",
     "kinds.multilabel", "kinds.regression", "kinds.tagging", "kinds", "tasks",
-    "data.examples", "data.sources", "data.mixing", "data.sample", "data",
-    "preprocess", "backbone", "weighting.base", "weighting.static", "weighting.uncertainty",
+    "data.examples", "data.conll", "data.sources", "data.mixing", "data.sample", "data",
+    "preprocess", "batching", "backbone", "weighting.base", "weighting.static", "weighting.uncertainty",
     "weighting.dwa", "weighting.rlw", "weighting.famo", "weighting.pcgrad", "weighting.cagrad",
     "weighting.upgrad", "weighting.imtl", "weighting", "step", "optimizers", "guards", "serving", "model",
     "minilm", "pretrained", "loop", "checkpoints", "epochs", "diagnostics", "progress", "add_task", "export", "config_checks", "config", "pipeline", "train",

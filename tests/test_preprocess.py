@@ -10,13 +10,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mtl_keras import preprocess  # noqa: E402
-from mtl_keras.preprocess import (  # noqa: E402
-    TextPreprocessor,
-    bucket_lengths,
-    learn_vocabulary,
-    make_batches,
-)
+from mtl_keras import batching, preprocess  # noqa: E402
+from mtl_keras.batching import bucket_lengths, make_batches  # noqa: E402
+from mtl_keras.preprocess import TextPreprocessor, learn_vocabulary  # noqa: E402
 
 WORDS = "the quick brown fox jumps over a lazy dog while cats sleep".split()
 # Edge cases: empty, blank, invalid UTF-8 (alone, inside and after a word),
@@ -287,7 +283,7 @@ def test_make_batches_groups_each_chunk_by_bucket(vocab):
     lengths = preprocessor(texts)["padding_mask"].numpy().sum(axis=1)
     buckets = np.searchsorted(bucket_lengths(40, [8, 16]), lengths)
     batch_size = 4
-    chunk = batch_size * preprocess._BATCHES_PER_CHUNK
+    chunk = batch_size * batching._BATCHES_PER_CHUNK
 
     def batch_indices(seed=None, drop_remainder=False):
         batches = make_batches(
@@ -325,7 +321,7 @@ def test_make_batches_errors(vocab):
     tagging = tf.data.Dataset.from_tensors(
         ({"text": "the fox"}, {"ner": tf.constant([1, 0])}, {"ner": 1.0})
     )
-    with pytest.raises(NotImplementedError, match="ner"):
+    with pytest.raises(ValueError, match="'ner'.*align_words=True"):
         make_batches(tagging, preprocessor, 4)
     pairs = raw_dataset(["the fox", "a dog"], pair=True)
     with pytest.raises(ValueError, match="pair"):

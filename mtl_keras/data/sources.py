@@ -1,6 +1,6 @@
 """Data sources: records of a file or a tfds split to a checked `Examples` table.
 
-A source (`FileSource` for CSV/TSV/JSONL files, `TfdsSource` for tfds names)
+A source (`FileSource` for CSV/TSV/JSONL/CoNLL/CoNLL-U files, `TfdsSource` for tfds names)
 is read in Python into memory and every label is checked. The constructors
 take the keys of a config's data entry (`FileSource(**entry)`,
 `TfdsSource(**entry)`), check the values and read nothing; `get_config()`
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+import mtl_keras.data.conll as conll
 from mtl_keras.data.examples import (
     DataValidationError,
     Examples,
@@ -50,7 +51,8 @@ from mtl_keras.tasks import validate_tasks
 
 logger = logging.getLogger(__package__)  # "mtl_keras.data", for every module
 
-_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll", ".conllu": "conllu"}  # fmt: skip
+_TOKEN_FORMATS = {"conll": (conll.read_conll, conll.conll_column, 0), "conllu": (conll.read_conllu, conll.conllu_column, "form")}  # fmt: skip
 _QUOTING = {"csv": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
 
 # The 28 boolean label features of tfds `goemotions`, in label-id order.
@@ -223,7 +225,10 @@ class FileSource(_Source):
         tasks: `{task_name: column}` for the tasks this file carries, or a
             list of task names that are also column names.
         text_pair: column of the second text for sentence pairs.
-        format: "csv", "tsv" or "jsonl"; default from the suffix.
+        format: "csv", "tsv", "jsonl", "conll" or "conllu" (default from the
+            suffix). In `conll`/`conllu` files a row is a sentence, `text` the
+            token column (default 0 / `form`), a task's column its tags (an
+            index, -1 the last / a name such as `upos`): `mtl_keras.data.conll`.
         quoting: "csv" (quoted fields, as pandas writes them) or "none"
             (GLUE-style: quotes are plain characters, `csv.QUOTE_NONE`).
         header: whether the first line names the columns (CSV/TSV).
@@ -267,10 +272,13 @@ class FileSource(_Source):
                 f"{self.file}: cannot tell the format from the suffix; pass "
                 "format='csv', 'tsv' or 'jsonl'."
             )
-        if self.format not in ("csv", "tsv", "jsonl"):
+        if self.format not in ("csv", "tsv", "jsonl", *_TOKEN_FORMATS):
             raise ValueError(
-                f"{self.file}: format must be 'csv', 'tsv' or 'jsonl', got {self.format!r}."
+                f"{self.file}: format must be 'csv', 'tsv', 'jsonl', 'conll' or "
+                f"'conllu', got {self.format!r}."
             )
+        if self.format in _TOKEN_FORMATS and self.text_pair is not None:
+            raise ValueError(f"{self.file}: a {self.format} file has no text_pair.")
         if self.quoting not in _QUOTING:
             raise ValueError(f"quoting must be 'csv' or 'none', got {self.quoting!r}.")
         if not isinstance(self.header, bool):
@@ -293,12 +301,15 @@ class FileSource(_Source):
     def _records(self):
         if not self.path.is_file():
             raise DataValidationError(f"Data file {self.path} does not exist.")
+        if self.format in _TOKEN_FORMATS:
+            yield from self._sentences()
+            return
         with open(self.path, encoding="utf-8-sig", errors="replace", newline="") as f:
             rows = self._jsonl_rows(f) if self.format == "jsonl" else self._csv_rows(f)
             for count, (where, get) in enumerate(rows):
                 if self.max_rows is not None and count >= self.max_rows:
                     return
-                text = get(self.text)
+                text = conll.words_text(get(self.text), self.text, self.path, where)
                 pair = None if self.text_pair is None else get(self.text_pair)
                 for column, value in ((self.text, text), (self.text_pair, pair)):
                     if column is not None and not isinstance(value, str):
@@ -308,6 +319,18 @@ class FileSource(_Source):
                         )
                 raw = {t: get(c, optional=True) for t, c in self.tasks.items()}
                 yield where, text, pair, raw
+
+    def _sentences(self):
+        read, column_of, default_text = _TOKEN_FORMATS[self.format]
+        token_column = column_of(default_text if self.text == "text" else self.text, self.path)
+        columns = {t: column_of(c, self.path) for t, c in self.tasks.items()}
+        with open(self.path, encoding="utf-8-sig", errors="replace", newline="") as f:
+            sentences = read(f, self.path, token_column, sorted(set(columns.values())))
+            for count, (where, tokens, tags) in enumerate(sentences):
+                if self.max_rows is not None and count >= self.max_rows:
+                    return
+                text = conll.words_text(tokens, self.text, self.path, where)
+                yield where, text, None, {t: tags[c] for t, c in columns.items()}
 
     def _jsonl_rows(self, f):
         for number, line in enumerate(f, start=1):
@@ -447,7 +470,7 @@ class TfdsSource(_Source):
         for number, example in enumerate(tfds.as_numpy(ds)):
             where = f"example {number}"
             get = functools.partial(self._feature, example, where=where)
-            text = _decode(get(self.text))
+            text = conll.words_text(_decode(get(self.text)), self.text, self.location, where)
             pair = None if self.text_pair is None else _decode(get(self.text_pair))
             raw = {}
             for task, key in self.tasks.items():
@@ -470,4 +493,8 @@ class TfdsSource(_Source):
 
 
 def _decode(value):
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray) and value.dtype.char in "OS":  # a token sequence
+        return [_decode(v) for v in value.tolist()]
+    return value

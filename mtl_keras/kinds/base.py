@@ -153,6 +153,14 @@ class TaskKind:
     def head_units(self, task):
         return task.num_classes
 
+    def headline(self, task):
+        """The metric shown first for `task` (`headline_metric` by default)."""
+        return self.headline_metric
+
+    def headline_in(self, metrics):
+        """The headline key of a metrics dict of this kind (as `headline`)."""
+        return self.headline_metric
+
     # --- Training -----------------------------------------------------------
 
     def loss(self):
