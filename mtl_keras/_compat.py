@@ -123,3 +123,30 @@ class PerVariableRateHooks:
         if self._rate_factor != 1.0:
             return learning_rate * self._rate_factor
         return learning_rate
+
+
+def word_piece_vocabulary(texts, vocabulary_size, lowercase, reserved_tokens, min_count):
+    """`keras_hub.tokenizers.compute_word_piece_vocabulary` with a minimum word count.
+
+    keras-hub's function calls the tensorflow-text learner with its default
+    `lower_thresh=10` (a word seen fewer than 10 times gets no token of its
+    own) and has no argument for it; for another `min_count` this repeats its
+    two steps (keras-hub's private `pretokenize`, then the public learner).
+    """
+    if min_count == 10:
+        return keras_hub.tokenizers.compute_word_piece_vocabulary(
+            texts, vocabulary_size, lowercase=lowercase, reserved_tokens=reserved_tokens
+        )
+    from keras_hub.src.tokenizers.word_piece_tokenizer import pretokenize
+    from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
+
+    words = texts.map(
+        lambda text: pretokenize(text, lowercase, False, True, True),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    vocabulary = learner.learn(
+        learner.count_words(words), vocab_size=vocabulary_size,
+        reserved_tokens=list(reserved_tokens), lower_thresh=min_count,
+        include_joiner_token=True, joiner="##",
+    )  # fmt: skip
+    return vocabulary[:vocabulary_size]

@@ -26,7 +26,7 @@ def clean_text(text):
 
 
 def learn_vocabulary(
-    texts, vocabulary_size, lowercase=True, reserved_tokens=RESERVED_TOKENS
+    texts, vocabulary_size, lowercase=True, reserved_tokens=RESERVED_TOKENS, min_count=10
 ):
     """Learns a WordPiece vocabulary, with `"[PAD]"` as id 0.
 
@@ -37,6 +37,9 @@ def learn_vocabulary(
         lowercase: must match the `TextPreprocessor` that uses the vocabulary.
         reserved_tokens: tokens put first, in order; must start with
             `"[PAD]"` and contain `"[UNK]"`, `"[CLS]"` and `"[SEP]"`.
+        min_count: a word seen fewer times gets no token of its own (it is
+            spelled with pieces); with the default 10, `vocabulary_size` is
+            often a ceiling the vocabulary does not reach.
 
     Returns:
         The vocabulary as a list of tokens.
@@ -62,12 +65,12 @@ def learn_vocabulary(
             f"{spec}; map raw examples first, e.g. "
             "`ds.map(lambda features, labels, masks: features['text'])`."
         )
-    return keras_hub.tokenizers.compute_word_piece_vocabulary(
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+        raise ValueError(f"min_count must be an integer >= 1, got {min_count!r}.")
+    return _compat.word_piece_vocabulary(
         texts.map(clean_text, num_parallel_calls=tf.data.AUTOTUNE),
-        vocabulary_size,
-        lowercase=lowercase,
-        reserved_tokens=reserved_tokens,
-    )
+        vocabulary_size, lowercase, reserved_tokens, min_count,
+    )  # fmt: skip
 
 
 @keras.saving.register_keras_serializable(package="mtl_keras")
@@ -166,6 +169,7 @@ class TextPreprocessor(keras.layers.Layer):
         pair=False,
         truncate="round_robin",
         align_words=False,
+        min_count=10,
         **kwargs,
     ):
         """A preprocessor with a vocabulary learned from `texts`.
@@ -175,9 +179,12 @@ class TextPreprocessor(keras.layers.Layer):
             vocabulary_size: the most tokens to learn, reserved ones included.
             sequence_length, lowercase, pair, truncate, align_words: as for
                 the constructor.
+            min_count: see `learn_vocabulary`.
         """
         check_packing(sequence_length, pair, truncate)
-        vocabulary = learn_vocabulary(texts, vocabulary_size, lowercase=lowercase)
+        vocabulary = learn_vocabulary(
+            texts, vocabulary_size, lowercase=lowercase, min_count=min_count
+        )
         return cls(
             vocabulary, sequence_length, lowercase, pair, truncate, align_words, **kwargs
         )

@@ -90,3 +90,14 @@ def test_per_variable_rates_reach_the_update_and_the_weight_decay():
     # Adam's first step is lr * sign(g); weight decay is lr * wd * w, both scaled.
     assert moved_head == pytest.approx(0.1 + 0.1 * 0.5, rel=1e-4)
     assert moved_encoder == pytest.approx(0.01 + 0.01 * 0.5, rel=1e-3)
+
+
+def test_word_piece_vocabulary_min_count_gives_rarer_words_a_token():
+    from mtl_keras.preprocess import learn_vocabulary
+
+    texts = ["zebra grazes"] * 3 + ["the cat sat on the mat"] * 12
+    default = learn_vocabulary(texts, 200)  # keras-hub's own path (count >= 10)
+    rarer = learn_vocabulary(texts, 200, min_count=2)  # the private `pretokenize` path
+    assert "zebra" not in default and "the" in default
+    assert "zebra" in rarer and "the" in rarer
+    assert rarer[:5] == default[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
