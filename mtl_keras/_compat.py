@@ -138,7 +138,9 @@ def word_piece_vocabulary(texts, vocabulary_size, lowercase, reserved_tokens, mi
             texts, vocabulary_size, lowercase=lowercase, reserved_tokens=reserved_tokens
         )
     from keras_hub.src.tokenizers.word_piece_tokenizer import pretokenize
-    from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
+    from tensorflow_text.tools.wordpiece_vocab import (
+        wordpiece_tokenizer_learner_lib as learner,
+    )
 
     words = texts.map(
         lambda text: pretokenize(text, lowercase, False, True, True),

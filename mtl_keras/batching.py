@@ -1,5 +1,6 @@
 """Batching: raw examples to `(x, y, sample_weight)` batches, grouped by length."""
 
+import logging
 import math
 
 import tensorflow as tf
@@ -73,6 +74,7 @@ def make_batches(
             each padded to the bucket of its longest example.
 
     Example:
+    >>> from mtl_keras.preprocess import TextPreprocessor
     >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat"]
     >>> raw = tf.data.Dataset.from_tensor_slices(
     ...     ({"text": ["the cat", "the cat sat"]}, {"topic": [0, 1]},
@@ -202,3 +204,30 @@ def _check_element_spec(spec, preprocessor):
             "preprocessor must align words: TextPreprocessor(..., align_words=True)."
         )
     return token_tasks
+
+
+def report_cut_words(preprocessor, texts, split="training"):
+    """Logs and returns how many words truncation cuts from `texts` (tagging).
+
+    Those words get no tag in training; at serving their tag is None.
+
+    Example:
+    >>> from mtl_keras.preprocess import TextPreprocessor
+    >>> preprocessor = TextPreprocessor(["[PAD]", "[UNK]", "[CLS]", "[SEP]"], 4,
+    ...                                 align_words=True)
+    >>> report_cut_words(preprocessor, ["a b c", "d"])
+    1
+    """
+    if not preprocessor.align_words:
+        return 0
+    cut = rows = 0
+    for batch in tf.data.Dataset.from_tensor_slices(list(texts)).batch(1024):
+        counts = preprocessor.word_alignment(batch)[1]["cut_words"]
+        cut, rows = cut + int(tf.reduce_sum(counts)), rows + int(tf.math.count_nonzero(counts))
+    if cut:
+        logging.getLogger("mtl_keras").warning(
+            "%d %s word(s) in %d text(s) do not fit in sequence_length %d and get "
+            "no tag (raise preprocessor.sequence_length to keep them).",
+            cut, split, rows, preprocessor.sequence_length,
+        )  # fmt: skip
+    return cut

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from mtl_keras import checkpoints, guards
 from mtl_keras import data as data_lib
-from mtl_keras.batching import make_batches
+from mtl_keras.batching import make_batches, report_cut_words
 from mtl_keras.diagnostics import GradientDiagnostics
 from mtl_keras.epochs import (
     EpochBatches,
@@ -40,7 +40,7 @@ from mtl_keras.epochs import (
 )
 from mtl_keras.model import MultiTaskModel
 from mtl_keras.optimizers import EncoderAdamW
-from mtl_keras.progress import BatchCounter, Progress
+from mtl_keras.progress import BatchCounter, Progress, read_history
 from mtl_keras.weighting import get_weighting
 
 
@@ -223,20 +223,15 @@ def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_pr
         prefix = task.name + "_"
         result = {"kind": task.kind, "examples": int(datasets[task.name].cardinality())}
         result.update({k[len(prefix):]: float(v) for k, v in logs.items() if k.startswith(prefix)})
-        if "entity_f1" in result:  # entity P/R overall and per type (`EntityF1.values`)
-            found = model.get_metric(f"{task.name}_entity_f1").values()
-            result["entity_precision"] = found["overall"]["precision"]
-            result["entity_recall"] = found["overall"]["recall"]
-            result["per_type"] = {k: v for k, v in found.items() if k != "overall"}
+        result.update(task.task_kind.evaluation_details(task, model))
         metrics[task.name] = result
         if with_predictions:
             labels, outputs = [], []
             for x, y, w in batches:
                 logits = np.asarray(model.predict_on_batch(x)[task.name])
-                truth = y[task.name].numpy()
-                if task.per_token:  # one row per word (its first piece)
-                    words = w[task.name].numpy() > 0
-                    logits, truth = logits[words], truth[words]
+                truth, logits = task.task_kind.evaluation_rows(
+                    y[task.name].numpy(), logits, w[task.name].numpy()
+                )
                 outputs.append(logits)
                 labels.append(truth)
             predictions[task.name] = {
@@ -315,6 +310,7 @@ def fit_run(
     prepared = time.perf_counter()
     if preprocessor is None:
         preprocessor = config.build_preprocessor(training_texts(data.tables))
+    report_cut_words(preprocessor, training_texts(data.tables))
     vocabulary_seconds = time.perf_counter() - prepared
     counter = BatchCounter([t.name for t in config.tasks])
     epochs = 1 if examples is not None else training.epochs
@@ -465,31 +461,6 @@ def _mark_failed(run_dir, model, error):
     step = checkpoints.load_latest_weights(model, run_dir / CHECKPOINTS)
     report = {"error": str(error), "restored_step": step}
     (run_dir / FAILED).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-
-
-def read_history(path):
-    """`{column: [values]}` of a `CSVLogger` file.
-
-    Example:
-    >>> import tempfile
-    >>> path = tempfile.mkdtemp() + "/history.csv"
-    >>> _ = open(path, "w").write(chr(10).join(["epoch,loss", "0,1.5", "1,0.5"]))
-    >>> read_history(path)
-    {'loss': [1.5, 0.5]}
-    """
-    history = {}
-    if not Path(path).exists():
-        return history
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if key == "epoch":
-                    continue
-                try:
-                    history.setdefault(key, []).append(float(value))
-                except (TypeError, ValueError):
-                    history.setdefault(key, []).append(float("nan"))
-    return history
 
 
 def _run_dir_callbacks(run_dir, training):

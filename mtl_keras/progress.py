@@ -1,7 +1,9 @@
 """What a run reports while it trains: the progress display and the batch counts."""
 
+import csv
 import sys
 import time
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -100,3 +102,28 @@ class Progress(keras.callbacks.Callback):
     def _values(self, logs, prefix):
         logs = logs or {}
         return [(prefix + k, float(logs[prefix + k])) for k in self.keys if prefix + k in logs]
+
+
+def read_history(path):
+    """`{column: [values]}` of a `CSVLogger` file.
+
+    Example:
+    >>> import tempfile
+    >>> path = tempfile.mkdtemp() + "/history.csv"
+    >>> _ = open(path, "w").write(chr(10).join(["epoch,loss", "0,1.5", "1,0.5"]))
+    >>> read_history(path)
+    {'loss': [1.5, 0.5]}
+    """
+    history = {}
+    if not Path(path).exists():
+        return history
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key == "epoch":
+                    continue
+                try:
+                    history.setdefault(key, []).append(float(value))
+                except (TypeError, ValueError):
+                    history.setdefault(key, []).append(float("nan"))
+    return history

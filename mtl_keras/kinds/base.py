@@ -207,6 +207,14 @@ class TaskKind:
         """The tensor of a numpy column (leading axis: rows)."""
         return tf.constant(column)
 
+    def evaluation_rows(self, labels, logits, mask):
+        """Dev labels and logits (numpy) with one row per labelled unit, for plots."""
+        return labels, logits
+
+    def evaluation_details(self, task, model):
+        """Entries for `metrics.json` beyond the logged metrics (none by default)."""
+        return {}
+
     # --- Serving ------------------------------------------------------------
 
     def serving_outputs(self, task, logits, padding_mask):

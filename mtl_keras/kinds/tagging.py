@@ -10,10 +10,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtl_keras import entities, plots, words
+from mtl_keras import entities, words
 from mtl_keras.kinds.base import (
     as_list,
-    confusion_counts,
     parse_class,
     top_probabilities,
 )
@@ -57,6 +56,20 @@ class Tagging(Multiclass):
 
     def metric_inputs(self, task, labels, logits):
         return labels, logits  # [B, L] and [B, L, C]: entities need the rows
+
+    def evaluation_rows(self, labels, logits, mask):
+        words = mask > 0  # one row per word: its first piece
+        return labels[words], logits[words]
+
+    def evaluation_details(self, task, model):
+        if not self.scheme(task):
+            return {}
+        found = model.get_metric(f"{task.name}_entity_f1").values()  # after `evaluate`
+        return {
+            "entity_precision": found["overall"]["precision"],
+            "entity_recall": found["overall"]["recall"],
+            "per_type": {k: v for k, v in found.items() if k != "overall"},
+        }
 
     def parse(self, task, value, label_map, num_words):
         items = value.split() if isinstance(value, str) else as_list(value)
