@@ -12,7 +12,7 @@ delegates to its kind; no other module switches on a kind's name.
 | binary | 0 or 1 | 1 logit | sigmoid cross-entropy | accuracy, AUC, precision, recall, F1, MCC |
 | multilabel | C-hot vector | C logits | sigmoid cross-entropy | accuracy, macro F1, AUC |
 | regression | float | 1 value | mean squared error | MSE, MAE |
-| tagging | int per word | C logits per token | softmax cross-entropy | token accuracy |
+| tagging | int per word | C logits per token | softmax cross-entropy | entity F1 (IOB/BIOES tags), token accuracy |
 
 A new kind is a subclass registered with `register_kind`; nothing else in
 the package needs to change.
