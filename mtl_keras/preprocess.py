@@ -236,8 +236,8 @@ class TextPreprocessor(keras.layers.Layer):
         """`(inputs with "word_ids", words)` for `align_words` preprocessors.
 
         `words` holds ragged `[B, W]` `"words"` with their byte offsets
-        `"starts"`, `"ends"` in the (UTF-8 cleaned) text, and `"cut_words"`
-        `[B]`, the words dropped by truncation.
+        `"starts"`, `"ends"` in `"text"` (the UTF-8 cleaned text), and
+        `"cut_words"` `[B]`, the words dropped by truncation.
         """
         sequence_length = sequence_length or self.sequence_length
         text = clean_text(tf.convert_to_tensor(text))
@@ -256,7 +256,7 @@ class TextPreprocessor(keras.layers.Layer):
             "padding_mask": token_ids != self.tokenizer.token_to_id(PAD),
             "word_ids": tf.cast(word_ids, "int32"),
         }
-        found = {"words": split, "starts": starts, "ends": ends, "cut_words": cut}
+        found = {"words": split, "starts": starts, "ends": ends, "cut_words": cut, "text": text}
         if single:
             inputs = {k: v[0] for k, v in inputs.items()}
             found = {k: v[0] for k, v in found.items()}

@@ -10,7 +10,7 @@ import weakref
 import tensorflow as tf
 
 from mtl_keras.kinds import format_rows
-from mtl_keras.preprocess import MODEL_INPUTS, clean_text, to_bytes
+from mtl_keras.preprocess import MODEL_INPUTS, to_bytes
 
 _SERVE_TEXT = weakref.WeakKeyDictionary()  # model -> traced serve_text
 
@@ -77,7 +77,6 @@ class TextServing:
         alignment = None
         if preprocessor.align_words and any(task.per_token for task in self.tasks):
             x, alignment = preprocessor.word_alignment(text)
-            alignment["text"] = clean_text(text)
         else:
             x = preprocessor(*_segments(text, text_pair))
         # Cut the padding shared by the whole batch: the encoder takes any
