@@ -2,7 +2,7 @@
 
     mtl-keras train [--config FILE] [--out DIR] [--epochs N] [--precision P]
                     [--data-root DIR] [--restart] [--allow-changed-settings]
-    mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR]
+    mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR] [--split dev|test]
     mtl-keras export MODEL OUT_DIR
     mtl-keras predict PATH [TEXT ...] [--file F]      (TEXT "-": stdin lines)
     mtl-keras compare [--config FILE] [--seeds K] [--out DIR] [--epochs N] [--weighting A,B]
@@ -144,7 +144,7 @@ def _cmd_evaluate(args):
     from mtl_keras.train import format_metrics_table, run_evaluation
 
     config = _run_dir_config(args.model, args.config, args.data_root)
-    metrics = run_evaluation(args.model, config)
+    metrics = run_evaluation(args.model, config, split=args.split)
     print(format_metrics_table(metrics))
     text = json.dumps(metrics, indent=2)
     if args.json == "-":
@@ -297,6 +297,10 @@ def build_parser():
         "--json", help="also write the metrics as JSON here ('-': stdout)"
     )
     evaluate.add_argument("--data-root", help="override data_root")
+    evaluate.add_argument(
+        "--split", choices=("dev", "test"), default="dev",
+        help="evaluate on the config's dev data (default) or on its data.test",
+    )
     evaluate.set_defaults(run=_cmd_evaluate)
 
     export = commands.add_parser(

@@ -6,7 +6,7 @@
     data:           # DataConfig(**data)
       train:        # each entry: FileSource(**entry) (`file:`) or TfdsSource(**entry) (`tfds:`)
         - {file: sst2/train.tsv, text: sentence, tasks: {sst2: label}}
-      dev: [...]
+      dev: [...]    # and optionally test: [...], for `mtl-keras evaluate RUN --split test`
     preprocessor:   # TextPreprocessor.from_texts(train texts, **preprocessor)
       {vocabulary_size: 8000, sequence_length: 128}
     encoder:        # SharedEncoder(**encoder), sized for the preprocessor
@@ -19,13 +19,9 @@
     training:       # Training(**training)
       {epochs: 3, batch_size: 32, learning_rate: 0.001, seed: 0}
 
-One generic checker (`config_checks.check_keys`) compares every section with
-the signature of what it builds: unknown keys (with a did-you-mean), missing
-ones and values of the wrong type are reported with where they are. The
-values themselves are validated once, by the constructors, which the config
-calls at load time where that is cheap (tasks, sources, training, sampler)
-or through their argument checks (`check_encoder_arguments`,
-`check_packing`).
+`config_checks.check_keys` compares every section with the signature of what it
+builds (unknown keys with a did-you-mean, missing ones, wrong types); values are
+checked once, by the constructors or their argument checks, at load time.
 
 """
 
@@ -63,10 +59,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "sample.yaml"
 SCHEDULES = ("constant", "cosine")
 BATCHING = ("length", "every_task")
-
-
-# --------------------------------------------------------------------------
-# Sections that are not library objects.
+SPLITS = ("train", "dev", "test")  # data sections; test is evaluated only on request
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +143,8 @@ class DataConfig:
     Args:
         train: the training sources.
         dev: the evaluation sources (each task's dev split).
+        test: optional held-out sources, evaluated only on request
+            (`mtl-keras evaluate RUN --split test`).
         empty_text: `keep` or `error` for empty texts.
 
     Example:
@@ -161,6 +156,7 @@ class DataConfig:
 
     train: tuple = ()
     dev: tuple = ()
+    test: tuple = ()
     empty_text: str = "keep"
 
     def __post_init__(self):
@@ -230,7 +226,7 @@ class RunConfig:
         return path.resolve()
 
     def sources(self, split):
-        """The `FileSource`s / `TfdsSource`s of `split` ("train" or "dev")."""
+        """The `FileSource`s / `TfdsSource`s of `split` (`SPLITS`)."""
         built, seen = [], {}
         for entry in getattr(self.data, split):
             entry = dict(entry)
@@ -276,7 +272,7 @@ class RunConfig:
     def check_files(self):
         """Raises `ConfigError` naming every missing file and its tasks."""
         missing = []
-        for split in ("train", "dev"):
+        for split in SPLITS:
             for i, entry in enumerate(getattr(self.data, split)):
                 if "file" in entry and not self.path_of(entry).is_file():
                     tasks = ", ".join(entry["tasks"])
@@ -324,7 +320,9 @@ class RunConfig:
                 kept.append(entry)
             return tuple(kept)
 
-        data = dataclasses.replace(self.data, train=only(self.data.train), dev=only(self.data.dev))
+        data = dataclasses.replace(
+            self.data, **{split: only(getattr(self.data, split)) for split in SPLITS}
+        )
         tasks = tuple(t for t in self.tasks if t.name in names)
         return dataclasses.replace(self, tasks=tasks, data=data, sampler=JOINT)
 
@@ -335,8 +333,7 @@ class RunConfig:
             "tasks": [_task_dict(t) for t in self.tasks],
             "data_root": self.data_root,
             "data": {
-                "train": [plain(e) for e in self.data.train],
-                "dev": [plain(e) for e in self.data.dev],
+                **{split: [plain(e) for e in getattr(self.data, split)] for split in SPLITS},
                 "empty_text": self.data.empty_text,
             },
             "preprocessor": dict(self.preprocessor),
@@ -414,8 +411,10 @@ def parse_config(mapping, *, source=None, data_root=None, check_files=True):
         if names.count(name) > 1:
             raise ConfigError(f"Task name {name!r} is used twice in `tasks`.")
     data = check_keys(mapping["data"], DataConfig, "data", required=("train", "dev"))
-    for split in ("train", "dev"):
-        data[split] = check_split(data[split], split, names)
+    for split in SPLITS:  # test is optional; if given, it covers every task
+        if data.get(split) or split != "test":
+            data[split] = check_split(data[split], split, names)
+    data["test"] = data.get("test") or ()
     data = build(DataConfig, data, "data")
     has_files = any("file" in e for e in (*data.train, *data.dev))
     root = data_root if data_root is not None else mapping.get("data_root")

@@ -298,7 +298,7 @@ def plain(value):
 
 
 def check_split(entries, split, task_names):
-    """Checks the sources of `data.<split>`; every task needs one.
+    """Checks the sources of `data.<split>`; every task needs one (`test` too, if given).
 
     Example:
     >>> check_split([{"file": "t.tsv", "tasks": ["topic"]}], "dev", ["topic", "rating"])

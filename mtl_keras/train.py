@@ -200,13 +200,14 @@ def load_run_model(path):
     return loaded
 
 
-def run_evaluation(model_path, config, verbose=0):
-    """Evaluates a saved model on the dev data of `config`, task by task.
+def run_evaluation(model_path, config, verbose=0, split="dev"):
+    """Evaluates a saved model on the dev (or test) data of `config`, task by task.
 
     Args:
         model_path: a run directory or a `.keras` file.
-        config: a `RunConfig` whose dev sources carry the model's tasks.
+        config: a `RunConfig` whose `split` sources carry the model's tasks.
         verbose: 1 prints the metrics table.
+        split: `dev`, or `test` for the config's `data.test` sources.
 
     Returns:
         `{task: {"kind": ..., "examples": n, "<metric>": value}}`.
@@ -224,6 +225,11 @@ def run_evaluation(model_path, config, verbose=0):
     >>> metrics["topic"]["examples"], metrics["topic"]["kind"]
     (337, 'multiclass')
     """
+    if split not in ("dev", "test") or not getattr(config.data, split):
+        raise ConfigError(
+            f"The config {config.source or ''} has no data.{split} sources to "
+            "evaluate on (splits: dev, and test where the config lists it)."
+        )
     model = load_run_model(model_path)
     config_tasks = {t.name: t for t in config.tasks}
     for task in model.tasks:
@@ -241,7 +247,7 @@ def run_evaluation(model_path, config, verbose=0):
             )
     model.compile()
     config = config.with_tasks(model.task_names)
-    sources = config.sources("dev")
+    sources = config.sources(split)
     validate(model.tasks, sources, empty_text=config.data.empty_text, split="evaluation")
     metrics, _ = evaluate_tasks(
         model,

@@ -148,6 +148,24 @@ def test_evaluate_prints_a_table_and_writes_json(run_dir, tmp_path, capsys):
     assert metrics["rating"]["mae"] == pytest.approx(trained["rating"]["mae"], rel=1e-4)
 
 
+def test_evaluate_split_test_uses_the_configs_test_data_only(run_dir, tmp_path, capsys):
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["data"]["test"] == []
+    code = cli.main(["evaluate", str(run_dir), "--split", "test"])
+    assert code == cli.EXIT_USAGE
+    assert "has no data.test sources" in " ".join(capsys.readouterr().err.split())
+    held_out = dict(config["data"]["dev"][0], max_rows=50)
+    config["data"]["test"] = [held_out]
+    (tmp_path / "with_test.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "test.json"
+    code = cli.main(["evaluate", str(run_dir), "--config", str(tmp_path / "with_test.yaml"),
+                     "--split", "test", "--json", str(out)])  # fmt: skip
+    assert code == 0
+    metrics = json.loads(out.read_text())
+    assert set(metrics) == TASKS
+    assert all(0 < m["examples"] <= 50 for m in metrics.values())  # rows with that task's label
+
+
 def test_evaluate_defaults_to_the_run_config(run_dir, capsys):
     assert cli.main(["evaluate", str(run_dir / "model.keras"), "--json", "-"]) == 0
     out = capsys.readouterr().out

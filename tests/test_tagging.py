@@ -104,6 +104,35 @@ def test_conllu_reader_keeps_syntactic_words_only(tmp_path):
     assert examples.labels["upos"][0].tolist() == [0, 1, 2, 3, 4]
 
 
+CONLL2003_NER = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+
+
+def _conll2003_sentences(self, split, **kwargs):  # tfds' `_as_dataset`, mocked
+    return tf.data.Dataset.from_tensor_slices({
+        "tokens": tf.ragged.constant([["EU", "rejects", "German", "call"], ["Peter", "Blackburn"]]),
+        "ner": tf.ragged.constant([[3, 0, 7, 0], [1, 2]], dtype=tf.int64),
+        "pos": tf.ragged.constant([[22, 42, 16, 21], [22, 22]], dtype=tf.int64),
+        "chunks": tf.ragged.constant([[11, 21, 11, 12], [11, 12]], dtype=tf.int64),
+    }).map(lambda row: {k: v.to_tensor() if isinstance(v, tf.RaggedTensor) else v for k, v in row.items()})
+
+
+def test_tfds_conll2003_tokens_and_tags_are_read_and_class_order_checked():
+    import tensorflow_datasets as tfds
+
+    from mtl_keras.data import TfdsSource
+
+    ner = Task("ner", "tagging", 9, label_names=CONLL2003_NER)
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=_conll2003_sentences):
+        examples = TfdsSource("conll2003", "train", "tokens", {"ner": "ner"}).read([ner])
+        assert examples.text.tolist() == ["EU rejects German call", "Peter Blackburn"]
+        assert [v.tolist() for v in examples.labels["ner"]] == [[3, 0, 7, 0], [1, 2]]
+        renamed = Task("ner", "tagging", 9, label_names=[f"tag{i}" for i in range(9)])
+        assert TfdsSource("conll2003", "train", "tokens", ["ner"]).read([renamed]).labels["ner"][1].tolist() == [1, 2]
+        swapped = Task("ner", "tagging", 9, label_names=("O", "B-ORG", "I-ORG", "B-PER", "I-PER") + CONLL2003_NER[5:])
+        with pytest.raises(DataValidationError, match=r"class 'B-ORG' is index 1 in label_names but index 3 in feature 'ner'"):
+            TfdsSource("conll2003", "train", "tokens", ["ner"]).read([swapped])
+
+
 def test_bad_tags_are_named_with_file_lines_and_value(tmp_path):
     path = tmp_path / "bad.conll"
     path.write_text("Ann B-PER\nLee I-PRE\n")

@@ -28,7 +28,8 @@ from mtl_keras.data.mixing import (
     largest_remainder,
 )
 from mtl_keras.data.sample import BUNDLED_DIR, SAMPLE_TASKS, bundled_sample
-from mtl_keras.data.sources import GOEMOTIONS_LABELS, FileSource, TfdsSource
+from mtl_keras.data.sources import FileSource
+from mtl_keras.data.tfds_source import GOEMOTIONS_LABELS, TfdsSource
 
 __all__ = [
     "EMPTY_TEXT_POLICIES",

@@ -1,7 +1,7 @@
 """Data sources: records of a file or a tfds split to a checked `Examples` table.
 
-A source (`FileSource` for CSV/TSV/JSONL/CoNLL/CoNLL-U files, `TfdsSource` for tfds names)
-is read in Python into memory and every label is checked. The constructors
+A source (`FileSource` for CSV/TSV/JSONL/CoNLL/CoNLL-U files here, `TfdsSource` for
+tfds names in `mtl_keras.data.tfds_source`) is read in Python into memory and every label is checked. The constructors
 take the keys of a config's data entry (`FileSource(**entry)`,
 `TfdsSource(**entry)`), check the values and read nothing; `get_config()`
 gives the entry back. Reading happens on `read(tasks)`, once per tasks.
@@ -27,7 +27,6 @@ the value. File line numbers count from 1 and include the header line.
 
 import csv
 import dataclasses
-import functools
 import json
 import logging
 import numbers
@@ -55,13 +54,6 @@ _FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", "
 _TOKEN_FORMATS = {"conll": (conll.read_conll, conll.conll_column, 0), "conllu": (conll.read_conllu, conll.conllu_column, "form")}  # fmt: skip
 _QUOTING = {"csv": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
 
-# The 28 boolean label features of tfds `goemotions`, in label-id order.
-GOEMOTIONS_LABELS = (
-    "admiration amusement anger annoyance approval caring confusion curiosity "
-    "desire disappointment disapproval disgust embarrassment excitement fear "
-    "gratitude grief joy love nervousness optimism pride realization relief "
-    "remorse sadness surprise neutral"
-).split()
 
 
 def _is_missing(value):
@@ -140,7 +132,7 @@ class _Source:
         masks = {t.name: [] for t in tasks}
         kinds = {t.name: t.task_kind for t in tasks}
         empty, replaced, first_empty, wheres = 0, 0, None, []
-        for where, text, pair, raw in self._records():
+        for where, text, pair, raw in self._records(tasks):
             wheres.append(where)
             for column, value in ((self.text, text), (self.text_pair, pair)):
                 if value is not None and not value.strip():
@@ -298,7 +290,7 @@ class FileSource(_Source):
     def _derived_defaults(self):
         return {"format": _FORMATS.get(self.path.suffix.lower()), "name": self.file}
 
-    def _records(self):
+    def _records(self, tasks):
         if not self.path.is_file():
             raise DataValidationError(f"Data file {self.path} does not exist.")
         if self.format in _TOKEN_FORMATS:
@@ -391,110 +383,3 @@ class FileSource(_Source):
         return list(names).index(column)
 
 
-@dataclasses.dataclass(eq=False)
-class TfdsSource(_Source):
-    """Examples of a TensorFlow Datasets split, loaded with `tfds.load`.
-
-    The arguments are the keys of a config's tfds entry: `TfdsSource(**entry)`.
-    Nothing is loaded before `read`.
-
-    Args:
-        tfds: tfds name, e.g. "glue/sst2", "glue/rte", "ag_news_subset",
-            "goemotions".
-        split: tfds split, e.g. "train", "validation", "test[:100]".
-        text: feature holding the text.
-        tasks: `{task_name: feature}` (or a list of task names that are also
-            feature names); a list of boolean features (e.g.
-            `GOEMOTIONS_LABELS`) makes a multi-hot label. A negative integer
-            value is a missing label (tfds writes -1 for the unlabelled GLUE
-            test splits).
-        text_pair: feature holding the second text of a pair.
-        data_dir: tfds data directory.
-        label_map: `{task_name: {raw value: label}}`, applied before parsing.
-        max_rows: read at most this many examples.
-        name: short name for logs and mixture counts; default "<tfds>:<split>".
-        download: let tfds download and prepare the dataset if it is not in
-            `data_dir` yet (needs network). Off by default: a dataset that is
-            not prepared fails at once, instead of after minutes of retries.
-
-    Example:
-    >>> import tensorflow_datasets as tfds
-    >>> from mtl_keras.tasks import Task
-    >>> with tfds.testing.mock_data(num_examples=4,
-    ...                             policy=tfds.testing.MockPolicy.USE_CODE):
-    ...     source = TfdsSource("glue/sst2", "train", "sentence",
-    ...                         {"sentiment": "label"})
-    ...     examples = source.read([Task("sentiment", "binary")])
-    >>> len(examples)
-    4
-    >>> TfdsSource("glue/sst2", "train", "sentence", ["label"]).get_config()
-    {'tfds': 'glue/sst2', 'split': 'train', 'text': 'sentence', 'tasks': {'label': 'label'}}
-    """
-
-    tfds: str
-    split: str
-    text: str = "text"
-    tasks: dict | list = None
-    text_pair: str | None = None
-    data_dir: str | None = None
-    label_map: dict | None = None
-    max_rows: int | None = None
-    name: str | None = None
-    download: bool = False
-
-    def __post_init__(self):
-        self.name = self.name or self._derived_defaults()["name"]
-        self._check_arguments()
-        if not isinstance(self.download, bool):
-            raise ValueError(f"download must be True or False, got {self.download!r}.")
-        self.location = f"tfds {self.tfds!r} split {self.split!r}"
-
-    def _derived_defaults(self):
-        return {"name": f"{self.tfds}:{self.split}"}
-
-    def _records(self):
-        import tensorflow_datasets as tfds
-
-        try:
-            ds = tfds.load(self.tfds, split=self.split, data_dir=self.data_dir,
-                           shuffle_files=False, download=self.download)  # fmt: skip
-        except Exception as error:  # tfds raises several types (name, not prepared)
-            raise DataValidationError(
-                f"{self.location} (tasks {', '.join(self.tasks)}) cannot be loaded: "
-                f"{str(error).strip().splitlines()[0]} Prepare it in the tfds data "
-                "directory, set `data_dir` to where it is, or `download: true` to "
-                "let tfds download it (needs network); local files work offline."
-            ) from None
-        if self.max_rows is not None:
-            ds = ds.take(self.max_rows)
-        for number, example in enumerate(tfds.as_numpy(ds)):
-            where = f"example {number}"
-            get = functools.partial(self._feature, example, where=where)
-            text = conll.words_text(_decode(get(self.text)), self.text, self.location, where)
-            pair = None if self.text_pair is None else _decode(get(self.text_pair))
-            raw = {}
-            for task, key in self.tasks.items():
-                if isinstance(key, str):
-                    value = get(key)
-                    if isinstance(value, numbers.Integral) and value < 0:
-                        value = None  # tfds marks unlabelled examples with -1
-                    raw[task] = _decode(value)
-                else:
-                    raw[task] = np.array([bool(get(k)) for k in key])
-            yield where, text, pair, raw
-
-    def _feature(self, example, key, where):
-        if key not in example:
-            raise DataValidationError(
-                f"{self.location}, {where}: no feature {key!r} (features: "
-                f"{sorted(example)})" + _did_you_mean(key, example)
-            )
-        return example[key]
-
-
-def _decode(value):
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray) and value.dtype.char in "OS":  # a token sequence
-        return [_decode(v) for v in value.tolist()]
-    return value
