@@ -43,6 +43,20 @@ TENSORFLOW_ONLY_LAYERS = (
 )
 
 
+def tensor_outputs():
+    """A scope in which keras-hub layers return their tensors when eager.
+
+    Eagerly, keras-hub's `preprocessing_function` wrapper hands ragged
+    results back as Python lists of lists (`convert_preprocessing_outputs`);
+    turning those back into a `tf.RaggedTensor` costs seconds per thousand
+    texts. Inside its private `no_convert_scope` the layers' own tensors are
+    returned, as in `tf.data` and in a SavedModel.
+    """
+    from keras_hub.src.utils.tensor_utils import no_convert_scope
+
+    return no_convert_scope()
+
+
 def accept_strings(layer):
     """Lets a Keras layer take Python strings and lists as inputs.
 

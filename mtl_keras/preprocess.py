@@ -280,20 +280,15 @@ class TextPreprocessor(keras.layers.Layer):
         )
 
     def _tokenize_words(self, split):
-        tokens = self.tokenizer(split)
-        if isinstance(tokens, list):
-            tokens = tf.ragged.constant(tokens, dtype="int32", ragged_rank=2)
-        return tf.cast(tokens, "int32")
+        with _compat.tensor_outputs():  # eagerly too: no Python lists
+            return tf.cast(self.tokenizer(split), "int32")
 
     def _tokenize(self, text):
         text = tf.convert_to_tensor(text)
         if text.dtype != tf.string:
             raise ValueError(f"TextPreprocessor takes strings, got {text.dtype}.")
-        tokens = self.tokenizer(clean_text(text))
-        if isinstance(tokens, list):
-            # Eagerly, keras-hub hands ragged batches back as Python lists.
-            tokens = tf.ragged.constant(tokens, dtype="int32", ragged_rank=1)
-        return tokens
+        with _compat.tensor_outputs():  # eagerly too: no Python lists
+            return self.tokenizer(clean_text(text))
 
     def compute_output_spec(self, text, text_pair=None, sequence_length=None):
         shape = tuple(text.shape) + (sequence_length or self.sequence_length,)

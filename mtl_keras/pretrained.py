@@ -287,8 +287,9 @@ def preprocessor_from_tokenizer(tokenizer, sequence_length=128, **kwargs):
 
 
 def load_pretrained(
-    preset, sequence_length=128, pooling="mean", pair=False, dtype=None, **kwargs
-):
+    preset, sequence_length=128, pooling="mean", pair=False, dtype=None,
+    align_words=False, **kwargs,
+):  # fmt: skip
     """`(PretrainedEncoder, TextPreprocessor)` of `preset`, checked together.
 
     The preprocessor's sequence length must fit the backbone's position
@@ -297,7 +298,8 @@ def load_pretrained(
     Args:
         preset: as for `PretrainedEncoder.from_preset` (`resolve_preset`
             turns the config name `"minilm"` into a directory).
-        sequence_length, pair: for the `TextPreprocessor`.
+        sequence_length, pair, align_words: for the `TextPreprocessor`
+            (`align_words=True` for tagging tasks).
         pooling, dtype, **kwargs: for `PretrainedEncoder.from_preset`
             (`trainable`, `load_weights`, `dropout`, `name`).
 
@@ -319,7 +321,9 @@ def load_pretrained(
     ValueError: The preprocessor packs 16 tokens but the encoder embeds only 8 positions.
     """
     encoder = PretrainedEncoder.from_preset(preset, pooling=pooling, dtype=dtype, **kwargs)
-    preprocessor = preprocessor_from_preset(preset, sequence_length, pair=pair)
+    preprocessor = preprocessor_from_preset(
+        preset, sequence_length, pair=pair, align_words=align_words
+    )
     preprocessor.check_encoder(encoder)
     return encoder, preprocessor
 

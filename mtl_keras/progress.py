@@ -23,6 +23,10 @@ class BatchCounter:
     >>> _ = counter(x, {"spam": np.ones(1)}, {"spam": np.ones(1)})
     >>> counter.result()["padded_tokens"], counter.result()["tokens"]
     (3, 2)
+    >>> tags = BatchCounter(["pos"])  # per-word masks count the rows they label
+    >>> _ = tags(x, {}, {"pos": np.array([[1.0, 1.0, 0.0]])})
+    >>> tags.result()["labelled_examples"]
+    {'pos': 1}
     """
 
     def __init__(self, task_names):
@@ -42,8 +46,10 @@ class BatchCounter:
             self.tokens.assign_add(tf.reduce_sum(tf.cast(mask, tf.int64))),
         ]
         for name, count in self.labelled.items():
-            if name in sample_weight:
-                labelled = tf.reduce_sum(tf.cast(sample_weight[name] > 0, tf.int64))
+            if name in sample_weight:  # a row with any labelled position (words, for tags)
+                weights = sample_weight[name]
+                rows = tf.reshape(weights > 0, [tf.shape(weights)[0], -1])
+                labelled = tf.reduce_sum(tf.cast(tf.reduce_any(rows, axis=1), tf.int64))
                 updates.append(count.assign_add(labelled))
         with tf.control_dependencies(updates):
             x = tf.nest.map_structure(tf.identity, x)

@@ -7,8 +7,10 @@ instead of silently changing what mtl_keras computes.
 import inspect
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mtl_keras import _compat
 from mtl_keras.metrics import LogitF1Score
@@ -101,3 +103,13 @@ def test_word_piece_vocabulary_min_count_gives_rarer_words_a_token():
     assert "zebra" not in default and "the" in default
     assert "zebra" in rarer and "the" in rarer
     assert rarer[:5] == default[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def test_keras_hub_layers_return_tensors_inside_tensor_outputs():
+    tokenizer = keras_hub.tokenizers.WordPieceTokenizer(["[UNK]", "a", "b"], **_compat.TENSORFLOW_ONLY)
+    texts = tf.constant(["a b", "b"])
+    assert isinstance(tokenizer(texts), list)  # keras-hub's eager conversion
+    with _compat.tensor_outputs():
+        tokens = tokenizer(texts)
+    assert isinstance(tokens, tf.RaggedTensor) and tokens.to_list() == [[1, 2], [2]]
+    assert isinstance(tokenizer(texts), list)  # only inside the scope

@@ -584,6 +584,32 @@ def test_write_vocab_txt_rejects_gaps(tmp_path):
         write_vocab_txt(tmp_path / "tokenizer.json", tmp_path / "vocab.txt")
 
 
+def test_a_pretrained_encoder_tags_words_at_their_first_pieces(tmp_path, preset):
+    from mtl_keras.batching import make_batches
+
+    encoder, preprocessor = load_pretrained(preset[0], sequence_length=16, align_words=True)
+    pos = Task("pos", "tagging", 4, label_names=("DET", "NOUN", "VERB", "PUNCT"))
+    model = MultiTaskModel([pos, TASKS[0]], encoder, preprocessor)
+    model.compile(learning_rate=1e-2)
+    x = preprocessor(["the cats sat ."])  # the preset's pieces: the cat ##s sat .
+    assert x["token_ids"].numpy()[0, :7].tolist() == [VOCAB.index(t) for t in "[CLS] the cat ##s sat . [SEP]".split()]
+    assert x["word_ids"].numpy()[0, :7].tolist() == [-1, 0, 1, 1, 2, 3, -1]
+    texts = ["the cats sat .", "a dog ran", "the bird flew .", "a cat sat"]
+    raw = tf.data.Dataset.from_tensor_slices((
+        {"text": texts},
+        {"pos": tf.ragged.constant([[0, 1, 2, 3], [0, 1, 2], [0, 1, 2, 3], [0, 1, 2]], dtype="int32"),
+         "sentiment": [1.0, 0.0, 1.0, 0.0]},
+        {"pos": [1.0] * 4, "sentiment": [1.0] * 4},
+    ))  # fmt: skip
+    batches = make_batches(raw, preprocessor, 4)
+    model.fit(batches.repeat(), steps_per_epoch=60, verbose=0)
+    assert model.evaluate(batches, verbose=0, return_dict=True)["pos_token_accuracy"] == 1.0
+    export_saved_model(model, tmp_path / "export")
+    served = load_for_serving(tmp_path / "export").predict(["the dogs ran ."])
+    assert served[0]["pos"]["words"] == ["the", "dogs", "ran", "."]
+    assert served[0]["pos"]["label"] == model.predict_labels(["the dogs ran ."])[0]["pos"]["label"]
+
+
 @pytest.mark.slow
 def test_minilm_from_the_pypi_package(tmp_path):
     pytest.importorskip("safetensors")

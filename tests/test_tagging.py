@@ -314,7 +314,7 @@ def test_a_tagging_and_a_sentence_task_train_together():
     ))  # fmt: skip
     batches = make_batches(raw, model.preprocessor, 4)
     before = model.evaluate(batches, verbose=0, return_dict=True)["ner_loss"]
-    model.fit(batches, epochs=40, verbose=0)
+    model.fit(batches.repeat(), steps_per_epoch=40, verbose=0)
     logs = model.evaluate(batches, verbose=0, return_dict=True)
     assert logs["ner_loss"] < before / 2
     assert logs["ner_token_accuracy"] == 1.0 and logs["ner_entity_f1"] == 1.0
