@@ -1,14 +1,18 @@
 """Generates the bundled multi-task sample: mtl_keras/data/bundled/sample/{train,dev}.tsv.
 
 The data is synthetic (template sentences, not real text). Each row is a short
-English-like review with three labels:
+English-like review with four labels:
 
 * topic (multiclass): sports, politics, tech or food, cued by its nouns;
 * sentiment (binary): negative or positive, cued by its adjective;
 * rating (regression, 1-5 stars): 5/4 for strong/mild positive adjectives,
-  2/1 for mild/strong negative ones, moved by one star in 10% of rows.
+  2/1 for mild/strong negative ones, moved by one star in 10% of rows;
+* mentions (tagging, IOB2, one tag per word): `item` entities (the topic
+  nouns) and `time` entities ("this week", "last night", "so far", "again").
 
-About 15% of each task's labels are left empty (missing), independently.
+About 15% of each task's labels are left empty (missing), independently. The
+mentions column comes from a second random stream, so the other columns are
+the same as before it existed.
 Dev texts never repeat a train text. Deterministic: the same seed gives the
 same bytes. Standard library only.
 
@@ -49,11 +53,23 @@ TEMPLATES = [
     "{opener} the new {n1} is {adv} {adj}",
     "the {n1} {tail} was {adj} and so was the {n2}",
 ]
+TIMES = {"this week", "last night", "so far", "again"}  # tails tagged as `time` entities
 MISSING = 0.15
-COLUMNS = ["text", "topic", "sentiment", "rating"]
+COLUMNS = ["text", "topic", "sentiment", "rating", "mentions"]
 
 
-def make_row(rng):
+def mention_tags(words):
+    """IOB2 tags of `words`: B-item for a topic noun, B-/I-time for a time tail."""
+    nouns = {noun for group in NOUNS.values() for noun in group.split()}
+    tags = ["B-item" if word in nouns else "O" for word in words]
+    for i in range(len(words)):
+        for size in (2, 1):
+            if i + size <= len(words) and " ".join(words[i : i + size]) in TIMES:
+                tags[i : i + size] = ["B-time"] + ["I-time"] * (size - 1)
+    return tags
+
+
+def make_row(rng, tag_rng):
     topic = rng.choice(sorted(NOUNS))
     stars = rng.choice(sorted(ADJECTIVES))
     n1, n2 = rng.sample(NOUNS[topic].split(), 2)
@@ -71,13 +87,14 @@ def make_row(rng):
     labels = [topic, "positive" if stars >= 4 else "negative", str(rating)]
     labels = ["" if rng.random() < MISSING else label for label in labels]
     text = re.sub(r"\ba (?=[aeiou])", "an ", " ".join(text.split()))
-    return [text, *labels]
+    tags = "" if tag_rng.random() < MISSING else " ".join(mention_tags(text.split()))
+    return [text, *labels, tags]
 
 
-def make_rows(rng, count, exclude=()):
+def make_rows(rng, tag_rng, count, exclude=()):
     rows = []
     while len(rows) < count:
-        row = make_row(rng)
+        row = make_row(rng, tag_rng)
         if row[0] not in exclude:
             rows.append(row)
     return rows
@@ -97,9 +114,9 @@ def main(argv=None):
     parser.add_argument("--dev", default=400, type=int)
     parser.add_argument("--seed", default=13, type=int)
     args = parser.parse_args(argv)
-    rng = random.Random(args.seed)
-    train = make_rows(rng, args.train)
-    dev = make_rows(rng, args.dev, exclude={row[0] for row in train})
+    rng, tag_rng = random.Random(args.seed), random.Random(args.seed + 1)
+    train = make_rows(rng, tag_rng, args.train)
+    dev = make_rows(rng, tag_rng, args.dev, exclude={row[0] for row in train})
     args.out.mkdir(parents=True, exist_ok=True)
     write(args.out / "train.tsv", train)
     write(args.out / "dev.tsv", dev)

@@ -62,7 +62,7 @@ class EpochBatches:
     >>> from mtl_keras import TextPreprocessor
     >>> from mtl_keras.data import JointRows, bundled_sample
     >>> tasks, train, _ = bundled_sample()
-    >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32)
+    >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32, align_words=True)
     >>> batches = EpochBatches(JointRows(tasks, train), preprocessor, batch_size=500)
     >>> batches.steps_per_epoch, int(batches.stream(1, 2, num_epochs=3).cardinality())
     (4, 6)
@@ -90,10 +90,10 @@ class EpochBatches:
         >>> from mtl_keras import TextPreprocessor
         >>> from mtl_keras.data import JointRows, bundled_sample
         >>> tasks, train, _ = bundled_sample()
-        >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32)
+        >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32, align_words=True)
         >>> batches = EpochBatches(JointRows(tasks, train), preprocessor, 2, keep_order=True)
         >>> batches.first_batch_without_labels(["topic", "rating"], 1)
-        (0, 1, 'topic')
+        (0, 0, 'topic')
         """
         masks = self.rows.table.masks
         for epoch in range(num_epochs):
@@ -206,7 +206,7 @@ def train_epochs(
     >>> from mtl_keras.data import JointRows
     >>> from mtl_keras.pipeline import build_model
     >>> config = load_config()
-    >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32)
+    >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32, align_words=True)
     >>> rows = JointRows(config.tasks, config.sources("train"))
     >>> model = build_model(config, preprocessor)
     >>> history = train_epochs(model, EpochBatches(rows, preprocessor, 256), 2, start=(1, 5))

@@ -107,7 +107,7 @@ def read_data(config):
     Example:
     >>> from mtl_keras.config import load_config
     >>> read_data(load_config()).examples_per_epoch  # rows with at least one label
-    1994
+    2000
     """
     tasks, empty_text = config.tasks, config.data.empty_text
     train, dev = config.sources("train"), config.sources("dev")
@@ -169,7 +169,7 @@ def build_model(config, preprocessor, strategy=None, total_steps=1):
     >>> config = load_config()
     >>> preprocessor = TextPreprocessor.from_texts(["a b c"], 20, sequence_length=32)
     >>> build_model(config, preprocessor).task_names
-    ['topic', 'sentiment', 'rating']
+    ['topic', 'sentiment', 'rating', 'mentions']
     """
     training = config.training
     with (strategy or tf.distribute.get_strategy()).scope():
@@ -208,7 +208,8 @@ def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_pr
     >>> from mtl_keras import TextPreprocessor
     >>> from mtl_keras.config import load_config
     >>> config = load_config()
-    >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32)
+    >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32,
+    ...                                            align_words=True)  # for the tagging task
     >>> model = build_model(config, preprocessor)  # untrained
     >>> metrics, predictions = evaluate_tasks(model, config.sources("dev"))
     >>> metrics["topic"]["examples"] == len(predictions["topic"]["labels"])

@@ -135,7 +135,7 @@ def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settin
     >>> from mtl_keras.config import load_config
     >>> result = run_training(load_config(epochs=1), tempfile.mkdtemp(), verbose=0)
     >>> sorted(result.metrics)
-    ['rating', 'sentiment', 'topic']
+    ['mentions', 'rating', 'sentiment', 'topic']
     """
     start = time.perf_counter()
     out = Path(out_dir)
@@ -218,7 +218,7 @@ def run_evaluation(model_path, config, verbose=0, split="dev"):
     >>> from mtl_keras import TextPreprocessor
     >>> from mtl_keras.config import load_config
     >>> from mtl_keras.pipeline import build_model
-    >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32)
+    >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32, align_words=True)
     >>> run = Path(tempfile.mkdtemp())
     >>> build_model(load_config(), preprocessor).save(run / "model.keras")  # untrained
     >>> metrics = run_evaluation(run, load_config())

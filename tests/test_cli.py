@@ -15,7 +15,7 @@ from mtl_keras.config import DEFAULT_CONFIG, load_config
 from mtl_keras.diagnostics import read_diagnostics
 from mtl_keras.pipeline import read_history
 
-TASKS = {"topic", "sentiment", "rating"}
+TASKS = {"topic", "sentiment", "rating", "mentions"}
 RUN_FILES = [
     "model.keras",
     "saved_model/saved_model.pb",
@@ -27,6 +27,7 @@ RUN_FILES = [
     "plots/topic_confusion.png",
     "plots/sentiment_confusion.png",
     "plots/rating_predictions.png",
+    "plots/mentions_confusion.png",
 ]
 
 
@@ -103,7 +104,7 @@ def test_run_config_is_the_resolved_config(run_dir):
 
 def test_plots_have_labelled_axes(run_dir):
     history = read_history(run_dir / "history.csv")
-    figure = plots.plot_learning_curves(history, ["topic", "sentiment", "rating"])
+    figure = plots.plot_learning_curves(history, sorted(TASKS))
     assert len(figure.axes) >= 4  # loss, accuracy, macro_f1, auc, mae, mse
     for ax in figure.axes:
         assert ax.get_xlabel() == "epoch"
@@ -257,7 +258,7 @@ def test_bad_data_exits_2(tmp_path, capsys):
     (tmp_path / "sample").mkdir()
     for name in ("train.tsv", "dev.tsv"):
         (tmp_path / "sample" / name).write_text(
-            "text\ttopic\tsentiment\trating\nthe game\tsport\tpositive\t5\n"
+            "text\ttopic\tsentiment\trating\tmentions\nthe game\tsport\tpositive\t5\tO B-item\n"
         )
     code = cli.main(
         [

@@ -22,7 +22,7 @@ from mtl_keras.config_checks import ConfigError
 from mtl_keras.data import FileSource, eval_datasets, joint_dataset
 from mtl_keras.preprocess import TextPreprocessor
 
-TASKS = ["topic", "sentiment", "rating"]
+TASKS = ["topic", "sentiment", "rating", "mentions"]
 SEEDS = 1
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -65,7 +65,7 @@ def test_report_has_every_task_for_both_models(compared):
     _, out, report = compared
     assert list(report["tasks"]) == TASKS
     assert report["completed_seeds"] == list(range(SEEDS))
-    expected = {"topic": "accuracy", "sentiment": "mcc", "rating": "mae"}
+    expected = {"topic": "accuracy", "sentiment": "mcc", "rating": "mae", "mentions": "entity_f1"}
     for name in TASKS:
         metrics = report["tasks"][name]["metrics"]
         assert expected[name] in metrics
@@ -96,8 +96,8 @@ def test_compute_accounting_adds_up(compared):
     epochs = config.training.epochs
     assert budget["single_task_examples"] == {t: epochs * n for t, n in sizes.items()}
     total = sum(budget["single_task_examples"].values())
-    assert budget["multitask_fraction"] == pytest.approx(1 / 3)
-    assert budget["multitask_examples"] == round(total / 3)
+    assert budget["multitask_fraction"] == pytest.approx(1 / len(TASKS))
+    assert budget["multitask_examples"] == round(total / len(TASKS))
     batch_size = config.training.batch_size
     for run in report["runs"]:
         c = run["compute"]
@@ -125,7 +125,7 @@ def test_compute_accounting_adds_up(compared):
         assert compute["ratio"][key] == pytest.approx(
             compute["multi_task"]["mean"][key] / single_sum
         )
-    assert compute["ratio"]["examples"] == pytest.approx(1 / 3, abs=1e-3)
+    assert compute["ratio"]["examples"] == pytest.approx(1 / len(TASKS), abs=1e-3)
     for name in TASKS:
         seen = report["tasks"][name]["examples_seen"]
         assert seen["single_task"] == budget["single_task_examples"][name]
@@ -177,13 +177,14 @@ def test_single_task_result_equals_direct_training(compared):
 
 def test_report_pairs_seeds_and_sums_compute():
     """Mean ± sd per model, Δ paired by seed, compute sums and ratios."""
-    config = load_config()
+    tasks = TASKS[:3]
+    config = load_config().with_tasks(tasks)
     budget = compare_lib.Budget(1, {"topic": 10, "sentiment": 10, "rating": 10}, 0.5)
     runs = []
     accuracy = {("multi_task", 0): 0.8, ("multi_task", 1): 0.6}
     accuracy.update({("topic", 0): 0.7, ("topic", 1): 0.7})
     for seed in (0, 1):
-        for model in ["multi_task", *TASKS]:
+        for model in ["multi_task", *tasks]:
             metrics = {
                 "topic": {
                     "kind": "multiclass",
@@ -196,7 +197,7 @@ def test_report_pairs_seeds_and_sums_compute():
                 ["steps", "examples", "padded_tokens", "tokens"], 10
             )
             compute.update(train_seconds=2.0 + seed, train_cpu_seconds=1.0)
-            compute["labelled_examples"] = dict.fromkeys(TASKS, 4)
+            compute["labelled_examples"] = dict.fromkeys(tasks, 4)
             runs.append(
                 {"seed": seed, "model": model, "metrics": metrics, "compute": compute}
             )

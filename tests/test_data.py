@@ -280,7 +280,7 @@ def test_joint_mode_masks_missing_labels_and_uncarried_tasks(tmp_path):
         {"extra": "y"},
     )
     rows = examples(joint_dataset([*tasks, extra], [train, other], shuffle=False))
-    assert len(rows) == 1994 + 2  # 6 sample rows carry no label and are dropped
+    assert len(rows) == 2000 + 2  # every sample row carries one of its four labels at least
     sample_rows, extra_rows = rows[:-2], rows[-2:]
     assert all(masks["extra"] == 0 for _, _, masks in sample_rows)
     assert all(
@@ -461,7 +461,7 @@ def test_eval_datasets_give_each_labelled_row_exactly_once():
 
 def test_bundled_sample_files():
     tasks, train, dev = bundled_sample()
-    assert [t.kind for t in tasks] == ["multiclass", "binary", "regression"]
+    assert [t.kind for t in tasks] == ["multiclass", "binary", "regression", "tagging"]
     sample = REPO / "mtl_keras" / "data" / "bundled" / "sample"  # package data
     assert train.path == sample / "train.tsv"
     assert dev.path == sample / "dev.tsv"
@@ -607,7 +607,7 @@ def test_file_source_from_a_config_entry_with_task_names():
     entry = {
         "file": str(train.path),
         "text": "text",
-        "tasks": ["topic", "sentiment", "rating"],  # column = task name
+        "tasks": ["topic", "sentiment", "rating", "mentions"],  # column = task name
         "max_rows": 50,
         "name": "train",
     }
@@ -617,10 +617,9 @@ def test_file_source_from_a_config_entry_with_task_names():
     table, full = source.read(tasks), train.read(tasks)
     assert len(table) == 50
     np.testing.assert_array_equal(table.text, full.text[:50])
-    for task in tasks:
-        np.testing.assert_array_equal(
-            table.labels[task.name], full.labels[task.name][:50]
-        )
+    for task in tasks:  # tags are one array per row
+        for got, want in zip(table.labels[task.name], full.labels[task.name][:50]):
+            np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(
             table.masks[task.name], full.masks[task.name][:50]
         )

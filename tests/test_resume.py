@@ -29,9 +29,9 @@ from mtl_keras.pipeline import fit_run
 
 DRIVER = Path(__file__).with_name("resume_driver.py")
 ROOT = Path(__file__).resolve().parents[1]
-# 600 training rows (598 labelled), 2 epochs of 10 batches, a checkpoint every 3 steps.
+# 600 training rows (each with a label), 2 epochs of 10 batches, a checkpoint every 3 steps.
 TRAINING = dict(epochs=2, batch_size=64, checkpoint_every_steps=3, checkpoint_every_seconds=None)
-ROWS, EXAMPLES, STEPS = 600, 598, 20
+ROWS, EXAMPLES, STEPS = 600, 600, 20
 
 
 def _interrupt(config, run_dir, signum, *flags, cli=False):
@@ -196,7 +196,8 @@ def test_resuming_with_a_renamed_task_or_a_changed_setting_fails_before_any_step
     mapping["tasks"][0]["name"] = "subject"
     for split in ("train", "dev"):
         for entry in mapping["data"][split]:
-            entry["tasks"] = {"subject": "topic", "sentiment": "sentiment", "rating": "rating"}
+            entry["tasks"] = {"subject": "topic", "sentiment": "sentiment", "rating": "rating",
+                              "mentions": "mentions"}
     renamed = tmp_path / "renamed.yaml"
     renamed.write_text(yaml.safe_dump(mapping))
     saved = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
@@ -218,4 +219,4 @@ def _bigger_vocabulary(config):
     from mtl_keras import TextPreprocessor
 
     words = [f"w{i}" for i in range(400)]
-    return TextPreprocessor.from_texts(words, vocabulary_size=300, sequence_length=24)
+    return TextPreprocessor.from_texts(words, vocabulary_size=300, sequence_length=24, align_words=True)

@@ -96,7 +96,7 @@ class Examples:
     >>> len(examples.take([0, 1]))
     2
     >>> features, labels, masks = examples.take([0]).tensors()
-    >>> sorted(labels) == sorted(masks) == ['rating', 'sentiment', 'topic']
+    >>> sorted(labels) == sorted(masks) == ['mentions', 'rating', 'sentiment', 'topic']
     True
     """
 
@@ -282,7 +282,7 @@ class JointRows:
     >>> tasks, train, _ = bundled_sample()
     >>> joint = JointRows(tasks, train, seed=3)
     >>> joint.epoch_size, sorted(joint.epoch_rows(0)) == list(range(joint.epoch_size))
-    (1994, True)
+    (2000, True)
     >>> bool((joint.epoch_rows(1) == JointRows(tasks, train, seed=3).epoch_rows(1)).all())
     True
     """
@@ -329,7 +329,7 @@ def joint_dataset(tasks, sources, *, shuffle=True, seed=0, empty_text="keep"):
     >>> tasks, train, _ = bundled_sample()
     >>> ds = joint_dataset(tasks, train)
     >>> sorted(next(iter(ds))[2])
-    ['rating', 'sentiment', 'topic']
+    ['mentions', 'rating', 'sentiment', 'topic']
     """
     table = JointRows(tasks, sources, seed=seed, empty_text=empty_text).table
     rows = tf.data.Dataset.from_tensor_slices(np.arange(len(table), dtype="int64"))
@@ -348,7 +348,7 @@ def eval_datasets(tasks, sources, *, empty_text="keep"):
     >>> from mtl_keras.data import bundled_sample
     >>> tasks, _, dev = bundled_sample()
     >>> sorted(eval_datasets(tasks, dev))
-    ['rating', 'sentiment', 'topic']
+    ['mentions', 'rating', 'sentiment', 'topic']
     """
     tables = validate(tasks, sources, empty_text=empty_text, split="evaluation")
     table = _concat(tables, " + ".join(t.source for t in tables))

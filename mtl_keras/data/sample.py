@@ -1,4 +1,4 @@
-"""The bundled sample: three tasks on generated texts, shipped with the package.
+"""The bundled sample: four tasks on generated texts, shipped with the package.
 
 The files are package data (`mtl_keras/data/bundled/sample/train.tsv` and
 `dev.tsv`), so an installed wheel has them too; `python data/make_sample.py`
@@ -18,21 +18,25 @@ SAMPLE_TASKS = (
     Task("topic", "multiclass", 4, label_names=("sports", "politics", "tech", "food")),
     Task("sentiment", "binary", label_names=("negative", "positive")),
     Task("rating", "regression"),
+    Task("mentions", "tagging", 4, label_names=("O", "B-item", "B-time", "I-time")),
 )
 
 
-def bundled_sample(directory=None):
+def bundled_sample(directory=None, tasks=None):
     """`(tasks, train_source, dev_source)` of the generated sample data.
 
     The files are installed with the package (`BUNDLED_DIR / "sample"`);
-    `python data/make_sample.py` in a checkout regenerates them.
+    `python data/make_sample.py` in a checkout regenerates them. `tasks`
+    (names) keeps only those tasks, in the sample's order.
 
     Example:
     >>> tasks, train, dev = bundled_sample()
     >>> [t.name for t in tasks]
-    ['topic', 'sentiment', 'rating']
+    ['topic', 'sentiment', 'rating', 'mentions']
     >>> train.name, dev.path.name
     ('sample/train', 'dev.tsv')
+    >>> [t.kind for t in bundled_sample(tasks=["rating", "topic"])[0]]
+    ['multiclass', 'regression']
     """
     directory = Path(_SAMPLE_DIR if directory is None else directory)
     if not (directory / "train.tsv").is_file() or not (directory / "dev.tsv").is_file():
@@ -40,9 +44,14 @@ def bundled_sample(directory=None):
             f"The bundled sample is not at {directory}; reinstall mtl_keras, or "
             "regenerate it in a checkout with `python data/make_sample.py`."
         )
-    columns = {t.name: t.name for t in SAMPLE_TASKS}
+    names = [t.name for t in SAMPLE_TASKS]
+    unknown = sorted(set(tasks or ()) - set(names))
+    if unknown:
+        raise ValueError(f"The bundled sample has no task {unknown[0]!r} (tasks: {names}).")
+    kept = [t for t in SAMPLE_TASKS if tasks is None or t.name in tasks]
+    columns = {t.name: t.name for t in kept}
     return (
-        list(SAMPLE_TASKS),
+        kept,
         FileSource(directory / "train.tsv", "text", columns, name="sample/train"),
         FileSource(directory / "dev.tsv", "text", columns, name="sample/dev"),
     )
