@@ -98,12 +98,6 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
             raise TypeError(f"preprocessor must be a TextPreprocessor, got {preprocessor!r}.")
         if preprocessor is not None:
             preprocessor.check_encoder(encoder)
-            per_word = [t.name for t in tasks if t.per_token]
-            if per_word and not preprocessor.align_words:
-                raise ValueError(
-                    f"Task {per_word[0]!r} tags words, so the preprocessor must align "
-                    "them: build it with TextPreprocessor(..., align_words=True)."
-                )
         # === Layers ===
         self.encoder = encoder
         self.heads = {

@@ -167,7 +167,7 @@ def build_model(config, preprocessor, strategy=None, total_steps=1):
     >>> from mtl_keras.config import load_config
     >>> from mtl_keras import TextPreprocessor
     >>> config = load_config()
-    >>> preprocessor = TextPreprocessor.from_texts(["a b c"], 20, sequence_length=32)
+    >>> preprocessor = TextPreprocessor.from_texts(["a b c"], 20, sequence_length=32, align_words=True)
     >>> build_model(config, preprocessor).task_names
     ['topic', 'sentiment', 'rating', 'mentions']
     """
