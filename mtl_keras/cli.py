@@ -262,9 +262,10 @@ def build_parser():
     )
     train.add_argument(
         "--config",
-        help="YAML or JSON run config, or a shipped config name "
-        "(sample, glue_agnews_files, glue_agnews_tfds, goemotions)",
-    )
+        help="YAML or JSON run config, or a shipped config name ("
+        + ", ".join(sorted(p.stem for p in (Path(__file__).parent / "configs").glob("*.yaml")))
+        + ")",
+    )  # the configs directory is read without importing mtl_keras.config (TensorFlow)
     train.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
     train.add_argument("--epochs", type=int, help="override training.epochs")
     train.add_argument(
