@@ -1,10 +1,11 @@
 """Data sources: records of a file or a tfds split to a checked `Examples` table.
 
-A source (`FileSource` for CSV/TSV/JSONL/CoNLL/CoNLL-U files here, `TfdsSource` for
-tfds names in `mtl_keras.data.tfds_source`) is read in Python into memory and every label is checked. The constructors
-take the keys of a config's data entry (`FileSource(**entry)`,
-`TfdsSource(**entry)`), check the values and read nothing; `get_config()`
-gives the entry back. Reading happens on `read(tasks)`, once per tasks.
+A source (`FileSource` for CSV/TSV/JSONL/CoNLL/CoNLL-U files here, `TfdsSource`
+for tfds names in `mtl_keras.data.tfds_source`) is read in Python into memory
+and every label is checked. The constructors take the keys of a config's data
+entry (`FileSource(**entry)`, `TfdsSource(**entry)`), check the values and read
+nothing; `get_config()` gives the entry back. Reading happens on
+`read(tasks)`, once per tasks.
 
 Text policy:
 
@@ -53,7 +54,6 @@ logger = logging.getLogger(__package__)  # "mtl_keras.data", for every module
 _FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll", ".conllu": "conllu"}  # fmt: skip
 _TOKEN_FORMATS = {"conll": (conll.read_conll, conll.conll_column, 0), "conllu": (conll.read_conllu, conll.conllu_column, "form")}  # fmt: skip
 _QUOTING = {"csv": csv.QUOTE_MINIMAL, "none": csv.QUOTE_NONE}
-
 
 
 def _is_missing(value):
@@ -381,5 +381,3 @@ class FileSource(_Source):
                 + (hint or _did_you_mean(column, names or []))
             )
         return list(names).index(column)
-
-
