@@ -11,6 +11,7 @@ behaviour. No other module touches a private Keras attribute.
 import keras
 import keras_hub
 import tensorflow as tf
+from keras.src.backend.tensorflow import trainer as _tf_trainer
 
 # (owner, attribute, parameters used): checked by tests/test_compat.py.
 PRIVATE_API = (
@@ -24,6 +25,8 @@ PRIVATE_API = (
     (keras.optimizers.Optimizer, "_apply_weight_decay", ("variables",)),
     (keras.optimizers.Optimizer, "_get_current_learning_rate", ()),
     (keras.metrics.F1Score, "_build", ("y_true_shape", "y_pred_shape")),
+    (_tf_trainer, "_collective_all_reduce_multi_worker", ("strategy",)),
+    (tf.__internal__.distribute, "strategy_supports_no_merge_call", ()),
 )
 # Instance attributes relied on (set in `__init__`, so not on the class).
 PRIVATE_INSTANCE_ATTRIBUTES = (
@@ -84,6 +87,32 @@ def initial_epoch(model, initial_epoch=0):
 def attach_asset(archive, name, path):
     """Adds a file to an `ExportArchive`'s `assets/` (no public API for it)."""
     setattr(archive._tf_trackable, name, tf.saved_model.Asset(path))
+
+
+def update_is_a_merge_call():
+    """Whether the current strategy's variable updates go through `merge_call`.
+
+    They do under `MirroredStrategy` and `MultiWorkerMirroredStrategy` except
+    in XLA on GPUs; a `tf.cond` in replica context cannot hold such an update
+    (`MultiTaskModel.apply_if_finite` then decides in cross-replica context,
+    as Keras's `LossScaleOptimizer` does, with the same TensorFlow check).
+    """
+    return not tf.__internal__.distribute.strategy_supports_no_merge_call()
+
+
+def reducible_logs(logs, strategy):
+    """A step's logs in a shape Keras can reduce across workers.
+
+    Keras 3 reduces the logs of a multi-worker collective strategy with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalars
+    every step returns ("Invalid reduction dimension 0 for input with 0
+    dimensions", tensorflow/tensorflow#72388). A `[1]` tensor reduces to the
+    scalar: the mean over the replicas of values that are the same on each
+    (the model's logs are global). Elsewhere the logs are unchanged.
+    """
+    if not _tf_trainer._collective_all_reduce_multi_worker(strategy):
+        return logs
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
 
 class PrebuiltFunctionalModel(keras.Model):

@@ -179,6 +179,9 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         max_to_keep: checkpoints kept (the oldest are deleted).
         allow_changed_hyperparameters: resume although settings changed.
         handle_signals: save and stop on SIGTERM / SIGINT.
+        write_directory: save there instead (a worker other than the chief
+            writes a temporary copy; it restores, and reads the manifest,
+            from `directory`).
 
     Example:
     >>> import tempfile, numpy as np
@@ -204,9 +207,11 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         max_to_keep=3,
         allow_changed_hyperparameters=False,
         handle_signals=True,
+        write_directory=None,
     ):
         super().__init__()
         self.directory = Path(directory)
+        self.write_directory = Path(write_directory or directory)
         self.manifest = manifest
         self.every_steps, self.every_seconds = every_steps, every_seconds
         self.max_to_keep = max_to_keep
@@ -235,7 +240,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 position={"epoch": self._epoch, "batch": self._batch},
             )
             self._manager = tf.train.CheckpointManager(
-                self._checkpoint, str(self.directory), max_to_keep=self.max_to_keep
+                self._checkpoint, str(self.write_directory), max_to_keep=self.max_to_keep
             )
         return self._checkpoint
 
@@ -267,7 +272,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         `(0, 0)` when there is none. Checks the manifest first (raises
         `CheckpointError` naming a mismatch); writes it when absent.
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.write_directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / MANIFEST
         steps = self.saved_steps()
         # Checkpoints the manager recorded whose files are gone count as unreadable.
@@ -286,7 +291,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             )
         elif steps:
             self.notes.append(f"No {MANIFEST} in {self.directory}: the tasks were not checked.")
-        _write_atomically(path, json.dumps(self.manifest, indent=1) + "\n")
+        if self.write_directory == self.directory:
+            _write_atomically(path, json.dumps(self.manifest, indent=1) + "\n")
         if not steps and failed:
             raise CheckpointError(
                 f"No checkpoint in {self.directory} could be read: {'; '.join(failed)}. "

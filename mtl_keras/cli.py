@@ -2,6 +2,7 @@
 
     mtl-keras train [--config FILE] [--out DIR] [--epochs N] [--precision P]
                     [--data-root DIR] [--restart] [--allow-changed-settings]
+                    [--strategy none|mirrored|multi_worker] [--collective-timeout S]
     mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR] [--split dev|test]
     mtl-keras export MODEL OUT_DIR
     mtl-keras predict PATH [TEXT ...] [--file F]      (TEXT "-": stdin lines)
@@ -15,7 +16,9 @@ exported SavedModel. A config or data problem prints one paragraph and
 exits with status 2. Exit codes: 0 done, 1 training failed (a non-finite
 loss; the run directory has FAILED.json), 2 a config, data or checkpoint
 problem, 143 / 130 stopped by SIGTERM / SIGINT after saving a checkpoint
-(rerun to resume). This is the only module that parses `sys.argv`.
+(rerun to resume); with `--strategy multi_worker`, 1 also when another
+worker was lost (rerun every worker to resume). This is the only module
+that parses `sys.argv`.
 """
 
 import os
@@ -105,6 +108,12 @@ def _config_and_out(args, prefix=""):
 
 
 def _cmd_train(args):
+    import tensorflow as tf
+
+    from mtl_keras.distribute import make_strategy
+
+    # First: a multi-worker strategy must exist before any other TensorFlow call.
+    strategy = make_strategy(args.strategy, args.collective_timeout)
     from mtl_keras.checkpoints import Preempted
     from mtl_keras.guards import NonFiniteLossError
     from mtl_keras.train import run_training
@@ -112,7 +121,16 @@ def _cmd_train(args):
     config, out = _config_and_out(args)
     try:
         run_training(config, out, verbose=0 if args.quiet else 1, restart=args.restart,
-                     allow_changed_settings=args.allow_changed_settings)
+                     allow_changed_settings=args.allow_changed_settings, strategy=strategy)
+    except tf.errors.OpError as error:
+        if args.strategy != "multi_worker":
+            raise
+        reason = str(error).strip().splitlines()[0][:300]
+        print(f"mtl-keras: training stopped: a collective operation failed, so another "
+              f"worker was lost or cannot be reached ({type(error).__name__}: {reason}). "
+              f"Start every worker again with the same command to resume from the newest "
+              f"checkpoint in {out}.", file=sys.stderr)
+        return EXIT_ERROR
     except NonFiniteLossError as error:
         print(f"mtl-keras: training failed: {error} The run directory {out} is marked "
               "failed (FAILED.json); its newest checkpoint is the last finite state.",
@@ -285,6 +303,16 @@ def build_parser():
         "--allow-changed-settings", action="store_true",
         help="resume although training settings differ from the checkpoints'",
     )
+    train.add_argument(
+        "--strategy", choices=["none", "mirrored", "multi_worker"], default="none",
+        help="tf.distribute strategy: mirrored = every local GPU; multi_worker = the "
+        "processes TF_CONFIG lists, each running this command (default: none)",
+    )
+    train.add_argument(
+        "--collective-timeout", type=float, metavar="SECONDS",
+        help="multi_worker: fail when another worker has not answered for this long "
+        "(default: wait)",
+    )
     train.set_defaults(run=_cmd_train)
 
     evaluate = commands.add_parser(
@@ -395,11 +423,12 @@ def main(argv=None):
     from mtl_keras.checkpoints import CheckpointError
     from mtl_keras.config import ConfigError
     from mtl_keras.data import DataValidationError
+    from mtl_keras.distribute import StrategyError
     from mtl_keras.train import RunError
 
     try:
         return args.run(args)
-    except (ConfigError, DataValidationError, RunError, CheckpointError) as error:
+    except (ConfigError, DataValidationError, RunError, CheckpointError, StrategyError) as error:
         return _fail(str(error))
     except FileNotFoundError as error:
         return _fail(str(error))

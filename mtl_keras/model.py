@@ -315,7 +315,7 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
 
     def train_step(self, data):
         """One update (`mtl_keras.step.train_step`: read it for the details)."""
-        return step.train_step(self, data)
+        return _compat.reducible_logs(step.train_step(self, data), self.distribute_strategy)
 
     def call_with_features(self, x, training=False):
         """`(outputs, encoder features)`: the model's graph, keeping the encoder's output.
@@ -338,18 +338,38 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
         """The tasks' `loss_weight`s (what the logged `loss` weighs the tasks by)."""
         return tf.constant([task.loss_weight for task in self.tasks], "float32")
 
-    def apply_if_finite(self, loss, gradients, variables):
-        """Applies the gradients unless the loss is non-finite (`FailOnNonFinite` stops)."""
-        if self.distribute_strategy.num_replicas_in_sync > 1:
-            # Keras's distributed update (a merge call) cannot sit in a `tf.cond`:
-            # here the step is applied, and `FailOnNonFinite` stops on the loss.
-            self.optimizer.apply_gradients(zip(gradients, variables))
+    def apply_if_finite(self, finite, gradients, variables):
+        """Applies the gradients if `finite` (a bool, the same on every replica).
+
+        The step passes whether the *global* loss is finite, so every replica
+        takes the same branch (`FailOnNonFinite` then stops `fit`). Under a
+        strategy whose update is a merge call (MirroredStrategy and
+        MultiWorkerMirroredStrategy outside XLA), a `tf.cond` in replica
+        context cannot hold it; as Keras's `LossScaleOptimizer` does, the
+        condition is taken in cross-replica context and each replica applies
+        its gradients inside the branch.
+        """
+        optimizer = self.optimizer
+
+        def apply(gradients):
+            optimizer.apply_gradients(zip(gradients, variables))
+
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1 or not (
+            _compat.update_is_a_merge_call()
+        ):
+            tf.cond(finite, lambda: apply(gradients), lambda: None)
             return
 
-        def apply():
-            self.optimizer.apply_gradients(zip(gradients, variables))
+        def in_cross_replica_context(strategy, finite, gradients):
+            finite = strategy.experimental_local_results(finite)[0]
 
-        tf.cond(tf.math.is_finite(loss), apply, lambda: None)
+            def each_replica():
+                strategy.extended.call_for_each_replica(apply, args=(gradients,))
+
+            tf.cond(finite, each_replica, lambda: None)
+
+        context.merge_call(in_cross_replica_context, args=(finite, gradients))
 
     def count_step(self, loss, step_counter=None):
         """Logs `loss` (this replica's share) and advances `step_counter`."""
@@ -368,7 +388,7 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
         logged = tf.reduce_sum(self.loss_weight_vector * self.weighting.as_vector(task_losses))
         self.track_weights(tf.convert_to_tensor(self.weighting.last_weights))
         self.count_step(logged)
-        return self.get_metrics_result()
+        return _compat.reducible_logs(self.get_metrics_result(), self.distribute_strategy)
 
     def get_metric(self, name):
         """The metric object logged as `name` (e.g. `"topic_accuracy"`)."""

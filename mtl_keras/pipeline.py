@@ -15,12 +15,8 @@ epoch). `examples=B` instead trains on the first B examples of that stream
 in one pass (how `compare` gives each model its budget).
 """
 
-import csv
 import dataclasses
-import hashlib
-import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -28,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtl_keras import checkpoints, guards
+from mtl_keras import checkpoints, distribute, guards, run_files
 from mtl_keras import data as data_lib
 from mtl_keras.batching import make_batches, report_cut_words
 from mtl_keras.diagnostics import GradientDiagnostics
@@ -265,11 +261,14 @@ def fit_run(
             stream in one pass, instead of `training.epochs` epochs.
         preprocessor: reuse this preprocessor (its vocabulary) instead of
             making one from the training texts.
-        strategy: a `tf.distribute.Strategy` to build and train under.
+        strategy: a `tf.distribute.Strategy` to build and train under
+            (`distribute.make_strategy`); with several workers each one
+            evaluates a local copy of the trained model, which is returned.
         callbacks: more Keras callbacks for `fit`.
         run_dir: if set, `fit` writes `history.csv` and the checkpoints
-            there (see `checkpoints`), and a rerun on the same directory
-            resumes from the newest checkpoint.
+            there (see `run_files`), and a rerun on the same directory
+            resumes from the newest checkpoint. With several workers only
+            the chief writes it (see `distribute`).
         restart: with `run_dir`, delete its checkpoints and start over.
         allow_changed_settings: resume although the training settings differ
             from the checkpoints' (reported); else that is an error.
@@ -301,6 +300,17 @@ def fit_run(
     ...     "sports", "politics", "tech", "food")
     True
     """
+    role = distribute.worker_role(strategy, run_dir)
+    try:
+        return _fit_run(config, role, examples, preprocessor, strategy, callbacks,
+                        None if run_dir is None else Path(run_dir), restart,
+                        allow_changed_settings, explicit_loop, label, verbose, with_predictions)
+    finally:
+        role.clean_up()
+
+
+def _fit_run(config, role, examples, preprocessor, strategy, callbacks, run_dir, restart,
+             allow_changed_settings, explicit_loop, label, verbose, with_predictions):
     start = time.perf_counter()
     config = config.resolved()
     training = config.training
@@ -326,21 +336,23 @@ def fit_run(
     ).cache()
     callbacks = [guards.FailOnNonFinite(), *callbacks]
     checkpoint, position = None, (0, 0)
+    write_dir = role.write_dir
     if run_dir is not None:
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint = _run_checkpoint(config, data, model, run_dir, restart,
-                                     allow_changed_settings)
+        run_files.prepare(run_dir, role, restart)
+        checkpoint = run_files.training_checkpoint(config, data, model, run_dir, role,
+                                                   allow_changed_settings)
+        if role.count > 1:
+            distribute.barrier(strategy)  # the chief has prepared the directory
         position = checkpoint.restore()
-        _keep_history_before(run_dir / HISTORY, position[0])
+        run_files.keep_history_before(write_dir / run_files.HISTORY, position[0])
     if training.diagnostics_every_steps:  # before the CSVLogger: it adds epoch means
         probe = EpochBatches(data.rows, preprocessor, training.batch_size, seed=training.seed,
                              keep_order=training.batching == "every_task").epoch(0).take(8)
         callbacks.append(GradientDiagnostics(
             probe.cache(), training.diagnostics_every_steps,
-            csv_path=None if run_dir is None else run_dir / DIAGNOSTICS))
+            csv_path=None if run_dir is None else write_dir / run_files.DIAGNOSTICS))
     if run_dir is not None:
-        callbacks += _run_dir_callbacks(run_dir, training)
+        callbacks += run_files.callbacks(run_dir, write_dir, training)
         for note in checkpoint.notes:
             print(note, flush=True)
         if position[0] >= epochs:
@@ -378,16 +390,19 @@ def fit_run(
                 explicit_loop=explicit_loop, validation_data=dev_batches, callbacks=callbacks,
             )
         except guards.NonFiniteLossError as error:
-            if run_dir is not None:
-                _mark_failed(run_dir, model, error)
+            if run_dir is not None and role.is_chief:
+                run_files.mark_failed(run_dir, model, error)
             raise
         if checkpoint is not None and checkpoint.signal is not None:
             raise checkpoints.Preempted(checkpoint.signal, checkpoint.step())
         if run_dir is not None:
-            history = read_history(run_dir / HISTORY)
+            history = read_history(write_dir / run_files.HISTORY)
     train_seconds, train_cpu = time.perf_counter() - fit_start, time.process_time() - fit_cpu
-    if run_dir is not None and training.checkpoint and (run_dir / BEST_WEIGHTS).exists():
-        model.load_weights(str(run_dir / BEST_WEIGHTS))
+    best = None if run_dir is None else write_dir / run_files.BEST_WEIGHTS
+    if training.checkpoint and best is not None and best.exists():
+        model.load_weights(str(best))
+    if role.count > 1:  # each worker evaluates on its own; only the chief writes
+        model = distribute.local_copy(model)
     evaluate_start = time.perf_counter()
     metrics, predictions = evaluate_tasks(
         model, data.dev_sources, training.batch_size, config.data.empty_text, with_predictions
@@ -406,76 +421,3 @@ def fit_run(
     return RunResult(
         model, dict(history), metrics, predictions, compute, data.examples_per_epoch, config
     )
-
-
-BEST_WEIGHTS = "checkpoints/best.weights.h5"
-CHECKPOINTS = "checkpoints"
-HISTORY = "history.csv"
-DIAGNOSTICS = "diagnostics.csv"
-FAILED = "FAILED.json"
-# What a resumed run must share with the checkpoints (besides tasks and shapes).
-RESUME_SETTINGS = (
-    "epochs", "batch_size", "learning_rate", "encoder_learning_rate", "weight_decay",
-    "warmup_fraction", "schedule", "seed", "steps_per_execution", "batching",
-)
-
-
-def _run_checkpoint(config, data, model, run_dir, restart, allow_changed):
-    training = config.training
-    if restart:
-        shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
-        for name in (HISTORY, FAILED, DIAGNOSTICS):
-            (run_dir / name).unlink(missing_ok=True)
-    settings = {k: getattr(training, k) for k in RESUME_SETTINGS}
-    settings.update(precision=config.precision, sampler=repr(config.sampler),
-                    weighting=repr(config.weighting))
-    # The same data and vocabulary: a resume must continue the same epochs.
-    vocabulary = "\n".join(model.preprocessor.tokenizer.get_vocabulary())
-    epoch_data = {
-        "examples_per_epoch": data.examples_per_epoch,
-        "vocabulary_sha256": hashlib.sha256(vocabulary.encode("utf-8")).hexdigest(),
-    }
-    checkpoint = checkpoints.TrainingCheckpoint(
-        run_dir / CHECKPOINTS,
-        checkpoints.manifest(model, settings, epoch_data),
-        every_steps=training.checkpoint_every_steps,
-        every_seconds=training.checkpoint_every_seconds,
-        max_to_keep=training.checkpoints_to_keep,
-        allow_changed_hyperparameters=allow_changed,
-    )
-    checkpoint.set_model(model)
-    return checkpoint
-
-
-def _keep_history_before(path, epoch):
-    """Drops the rows of `epoch` and later from a `history.csv` (they are retrained)."""
-    if not path.exists():
-        return
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) < epoch]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(kept if len(kept) > 1 else [])
-
-
-def _mark_failed(run_dir, model, error):
-    step = checkpoints.load_latest_weights(model, run_dir / CHECKPOINTS)
-    report = {"error": str(error), "restored_step": step}
-    (run_dir / FAILED).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-
-
-def _run_dir_callbacks(run_dir, training):
-    found = [keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True)]
-    if training.checkpoint:
-        (run_dir / BEST_WEIGHTS).parent.mkdir(parents=True, exist_ok=True)
-        history = read_history(run_dir / HISTORY).get("val_loss", [])
-        found.append(
-            keras.callbacks.ModelCheckpoint(
-                str(run_dir / BEST_WEIGHTS),
-                monitor="val_loss",
-                save_best_only=True,
-                save_weights_only=True,
-                initial_value_threshold=min(history) if history else None,
-            )
-        )
-    return found

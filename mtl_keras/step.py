@@ -19,7 +19,8 @@ explicit loop (`mtl_keras.loop`) run this. In order:
    (`clipnorm`, `global_clipnorm`) and `LossScaleOptimizer`'s finiteness
    check see the global gradient, as on one device -- not each replica's
    part. (Keras clips before it sums; this costs a second all-reduce.)
-4. The update (skipped on one device when the loss is not finite), the
+4. The update (skipped when a task's global loss is not finite, on every
+   replica alike; `FailOnNonFinite` then stops `fit`), the
    method's state updates (only when the gradients are finite, so a step
    the loss scale skips leaves them unchanged), the counters and the logs.
 """
@@ -180,7 +181,8 @@ def train_step(model, data):
     _assign_if(finite, [(weighting.last_weights, weights)])
     model.track_weights(weights)
     logged = tf.reduce_sum(model.loss_weight_vector * local)
-    model.apply_if_finite(logged, gradients, variables)
+    # The global losses: every replica takes the same branch.
+    model.apply_if_finite(tf.reduce_all(tf.math.is_finite(losses)), gradients, variables)
     if weighting.needs_losses_after_step:
         after, _ = model.compute_task_losses(
             y, model(x, training=False), sample_weight, update_metrics=False, return_counts=True

@@ -27,16 +27,12 @@ from mtl_keras import plots
 from mtl_keras.config import ConfigError
 from mtl_keras.data import validate
 from mtl_keras.diagnostics import plot_diagnostics, read_diagnostics
+from mtl_keras.distribute import worker_role
 from mtl_keras.export import export_saved_model, load_keras_model
 from mtl_keras.kinds import get_kind
 from mtl_keras.model import MultiTaskModel
-from mtl_keras.pipeline import (
-    DIAGNOSTICS,
-    FAILED,
-    evaluate_tasks,
-    fit_run,
-    read_history,
-)
+from mtl_keras.pipeline import evaluate_tasks, fit_run, read_history
+from mtl_keras.run_files import DIAGNOSTICS, FAILED
 
 
 class RunError(ValueError):
@@ -111,7 +107,8 @@ def format_metrics_table(metrics):
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
-def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settings=False):
+def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settings=False,
+                 strategy=None):
     """Trains the model a `RunConfig` describes and writes a run directory.
 
     A run directory that holds checkpoints is resumed from the newest one
@@ -125,6 +122,8 @@ def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settin
         restart: start over even if the directory holds checkpoints.
         allow_changed_settings: resume although the training settings
             changed (see `pipeline.fit_run`).
+        strategy: a `tf.distribute.Strategy` (`distribute.make_strategy`);
+            with several workers only the chief writes the run directory.
 
     Returns:
         The `pipeline.RunResult`; its `metrics` are written to `metrics.json`:
@@ -139,11 +138,17 @@ def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settin
     """
     start = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.json", FAILED):
-        (out / name).unlink(missing_ok=True)
+    chief = worker_role(strategy).is_chief
+    if chief:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.json", FAILED):
+            (out / name).unlink(missing_ok=True)
     result = fit_run(config, run_dir=out, verbose=verbose, restart=restart,
-                     allow_changed_settings=allow_changed_settings)
+                     allow_changed_settings=allow_changed_settings, strategy=strategy)
+    if not chief:
+        if verbose:
+            print(f"This worker is done; the chief writes the run directory {out}.")
+        return result
     model, config = result.model, result.config
     vocabulary = model.preprocessor.tokenizer.get_vocabulary()
     (out / "vocabulary.txt").write_text("\n".join(vocabulary) + "\n", encoding="utf-8")

@@ -1,63 +1,94 @@
-"""Replica safety: 2 replicas on the same global batch log and update like 1."""
+"""Replica safety: 2 replicas on the same global batches log and update like 1.
+
+What users run: the default `compile()` (AdamW, weight decay, `clipnorm`
+1.0) with a warm-up + cosine schedule, and MirroredStrategy with its default
+all-reduce (collective ops, the path MultiWorkerMirroredStrategy uses).
+"""
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from toy_problem import make_batch, make_model
+from toy_problem import make_batch, make_model, two_replica_strategy
 
 from mtl_keras import loop
+from mtl_keras.config import Training
+from mtl_keras.guards import NonFiniteLossError
+from mtl_keras.pipeline import learning_rate
+
+STEPS = 3
 
 
-def _two_replica_strategy():
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("needs 2 logical CPU devices (set in conftest.py)")
-    return tf.distribute.MirroredStrategy(
-        [d.name for d in devices[:2]],
-        cross_device_ops=tf.distribute.ReductionToOneDevice(),
+def _batches_with_uneven_labels():
+    batches = []
+    for step in range(STEPS):
+        x, y, w = make_batch(16, seed=9 + step)
+        # The first replica's half carries most topic labels, the second few:
+        # a mean of per-replica means would differ from the true mean.
+        w["topic"][:] = np.array([1] * 7 + [0] + [1] + [0] * 7, "float32")
+        w["score"][:] = 0.0  # a task with no labels in these batches
+        w["positive"][8:] = 0.0
+        batches.append((x, y, w))
+    return tf.data.Dataset.from_tensor_slices(
+        tuple(tf.nest.map_structure(lambda *a: np.stack(a), *batches))
     )
 
 
-def _batch_with_uneven_labels():
-    x, y, w = make_batch(16, seed=9)
-    # The first replica's half carries most topic labels, the second few:
-    # a mean of per-replica means would differ from the true mean.
-    w["topic"][:] = np.array([1] * 7 + [0] + [1] + [0] * 7, "float32")
-    w["score"][:] = 0.0  # a task with no labels in this batch
-    w["positive"][8:] = 0.0
-    return x, y, w
+def _compile(model):
+    schedule = learning_rate(Training(learning_rate=0.01, warmup_fraction=0.34), STEPS)
+    model.compile(learning_rate=schedule)  # the default AdamW, clipnorm 1.0
 
 
-def _train_once(strategy, weights, use_loop):
+def _train(strategy, weights, use_loop, dataset):
     with strategy.scope():
         model = make_model()
         model.set_weights(weights)
-        model.compile(learning_rate=0.01)  # the default AdamW with clipnorm 1.0
-    dataset = tf.data.Dataset.from_tensors(_batch_with_uneven_labels())
-    if use_loop:
-        history = loop.train_loop(model, dataset, epochs=1, verbose=0)
-    else:
-        history = model.fit(dataset, epochs=1, verbose=0)
-    logs = {k: v[-1] for k, v in history.history.items()}
+        _compile(model)
+    logs = []
+    for step in range(STEPS):  # one step per epoch: every step's logs are compared
+        batch = dataset.skip(step).take(1)
+        if use_loop:
+            history = loop.train_loop(model, batch, epochs=1, verbose=0)
+        else:
+            history = model.fit(batch, epochs=1, verbose=0, shuffle=False)
+        logs.append({k: v[-1] for k, v in history.history.items()})
     return model, logs
 
 
 @pytest.mark.parametrize("use_loop", [False, True], ids=["fit", "train_loop"])
-def test_two_replicas_equal_one(use_loop):
+def test_two_replicas_equal_one_with_the_default_optimizer(use_loop):
     weights = make_model().get_weights()
-    one, logs_one = _train_once(tf.distribute.get_strategy(), weights, use_loop)
-    two, logs_two = _train_once(_two_replica_strategy(), weights, use_loop)
+    dataset = _batches_with_uneven_labels()
+    one, logs_one = _train(tf.distribute.get_strategy(), weights, use_loop, dataset)
+    two, logs_two = _train(two_replica_strategy(), weights, use_loop, dataset)
     assert two.distribute_strategy.num_replicas_in_sync == 2
-    assert set(logs_one) == set(logs_two)
-    for key in logs_one:
-        assert logs_two[key] == pytest.approx(logs_one[key], abs=1e-5), key
-    assert logs_one["score_loss"] == 0.0
+    for step, (a, b) in enumerate(zip(logs_one, logs_two)):
+        assert set(a) == set(b)
+        for key in a:
+            assert b[key] == pytest.approx(a[key], abs=1e-5), (step, key)
+        assert a["score_loss"] == 0.0
     for variable, a, b in zip(one.weights, one.get_weights(), two.get_weights()):
         # The attention key bias has an exactly zero gradient (softmax ignores a
         # shift shared by all keys); Adam turns its round-off into +-lr steps.
         if not variable.path.endswith("key/bias"):
             np.testing.assert_allclose(a, b, atol=1e-5, err_msg=variable.path)
-    assert int(two.train_step_counter.numpy()) == 1
+    assert int(two.train_step_counter.numpy()) == STEPS
+    assert int(two.optimizer.iterations.numpy()) == STEPS
+
+
+def test_a_non_finite_step_is_skipped_on_every_replica():
+    """Only the second replica's half holds the infinite target: neither applies it."""
+    strategy = two_replica_strategy()
+    with strategy.scope():
+        model = make_model()
+        _compile(model)
+    x, y, w = make_batch(16, seed=3)
+    y["score"][12] = np.inf
+    before = [v.numpy() for v in model.trainable_variables]
+    with pytest.raises(NonFiniteLossError, match="Task 'score'"):
+        model.fit(tf.data.Dataset.from_tensors((x, y, w)), epochs=1, verbose=0)
+    for a, b in zip(before, [v.numpy() for v in model.trainable_variables]):
+        np.testing.assert_array_equal(a, b)
+    assert int(model.optimizer.iterations.numpy()) == 0
 
 
 def _labelled_count(model, metric_name):
@@ -66,7 +97,7 @@ def _labelled_count(model, metric_name):
 
 
 def test_evaluation_counts_each_example_once_on_two_replicas():
-    strategy = _two_replica_strategy()
+    strategy = two_replica_strategy()
     x, y, w = make_batch(37, seed=10, missing=0.3)  # odd size: partial batches
     with strategy.scope():
         model = make_model()

@@ -2,9 +2,9 @@
 
 import keras
 import pytest
-import tensorflow as tf
 import yaml
 from tiny_config import write_tiny_config
+from toy_problem import two_replica_strategy
 
 from mtl_keras.config import load_config, parse_config, read_config_file
 from mtl_keras.pipeline import fit_run, read_data
@@ -63,9 +63,7 @@ def test_a_budget_trains_the_first_examples_in_one_pass(tiny):
 
 
 def test_a_strategy_builds_and_trains_the_model_in_its_scope(tiny):
-    strategy = tf.distribute.MirroredStrategy(
-        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
-    )
+    strategy = two_replica_strategy()
     result = fit_run(tiny, examples=128, strategy=strategy, verbose=0, with_predictions=False)
     assert result.model.distribute_strategy is strategy
     assert result.compute["examples"] == 128

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from toy_problem import make_batch, make_model
+from toy_problem import make_batch, make_model, two_replica_strategy
 
 from mtl_keras import weighting as wl
 from mtl_keras.weighting import base
@@ -245,15 +245,6 @@ def test_unknown_method_suggests_the_name():
 # --- the step that feeds them ----------------------------------------------
 
 
-def _two_replica_strategy():
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("needs 2 logical CPU devices (set in conftest.py)")
-    return tf.distribute.MirroredStrategy(
-        [d.name for d in devices[:2]], cross_device_ops=tf.distribute.ReductionToOneDevice()
-    )
-
-
 def _uneven_batches():
     batches = []
     for seed in (9, 10):
@@ -295,7 +286,7 @@ def test_two_replicas_equal_one_device(method):
     weights = make_model(weighting=METHODS[method]()).get_weights()
     batches = _uneven_batches()
     one, logs_one = _train(tf.distribute.get_strategy(), weights, method, batches)
-    two, logs_two = _train(_two_replica_strategy(), weights, method, batches)
+    two, logs_two = _train(two_replica_strategy(), weights, method, batches)
     assert set(logs_one) == set(logs_two)
     for key in logs_one:
         assert logs_two[key] == pytest.approx(logs_one[key], rel=1e-5, abs=1e-5), key

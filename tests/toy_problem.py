@@ -5,7 +5,11 @@ determine every task's label, so a small Transformer learns all of them in
 a few hundred steps.
 """
 
+import functools
+
 import numpy as np
+import pytest
+import tensorflow as tf
 
 from mtl_keras import MultiTaskModel, SharedEncoder, Task
 
@@ -60,3 +64,22 @@ def make_model(precision="float32", hidden=16, tasks=TASKS, **kwargs):
         dtype=precision,
     )
     return MultiTaskModel(tasks, encoder, **kwargs)
+
+
+def two_replica_strategy():
+    """MirroredStrategy on 2 logical CPUs with its default all-reduce (collective ops).
+
+    One per process: each new MirroredStrategy numbers its collective ops from
+    the same keys, and TensorFlow then matches an op of the new strategy with
+    a different-shaped one of the old ("Shape mismatch in the collective
+    instance"). A program makes one strategy; so do the tests.
+    """
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("needs 2 logical CPU devices (set in conftest.py)")
+    return _strategy(tuple(d.name for d in devices[:2]))
+
+
+@functools.cache
+def _strategy(devices):
+    return tf.distribute.MirroredStrategy(list(devices))
