@@ -480,7 +480,7 @@ def model_matmul_flops(model, seq_len, training=True):
 
 def default_optimizer():
     """The optimizer `MultiTaskModel.compile()` builds by default, for any model."""
-    return keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=0.01, clipnorm=1.0)
+    return keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=0.01, global_clipnorm=1.0)
 
 
 def mean_loss(task):

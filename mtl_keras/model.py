@@ -181,7 +181,7 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
 
         Args:
             optimizer: a Keras optimizer; default AdamW(`learning_rate`,
-                `weight_decay`, clipnorm 1.0).
+                `weight_decay`, global_clipnorm 1.0: the norm of all gradients).
             encoder_learning_rate: if set, the default optimizer is an
                 `EncoderAdamW` that updates the encoder at this rate and the
                 heads at `learning_rate` (a float). With a schedule, pass
@@ -215,11 +215,11 @@ class MultiTaskModel(TextServing, _compat.PrebuiltFunctionalModel):
                 learning_rate=learning_rate,
                 encoder_learning_rate_multiplier=encoder_learning_rate / learning_rate,
                 weight_decay=weight_decay,
-                clipnorm=1.0,
+                global_clipnorm=1.0,
             )
         elif optimizer is None:
             optimizer = keras.optimizers.AdamW(
-                learning_rate=learning_rate, weight_decay=weight_decay, clipnorm=1.0
+                learning_rate=learning_rate, weight_decay=weight_decay, global_clipnorm=1.0
             )
         else:
             optimizer = keras.optimizers.get(optimizer)

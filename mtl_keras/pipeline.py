@@ -182,7 +182,7 @@ def build_model(config, preprocessor, strategy=None, total_steps=1):
                 encoder_learning_rate_multiplier=training.encoder_learning_rate
                 / training.learning_rate,
                 weight_decay=training.weight_decay,
-                clipnorm=1.0,
+                global_clipnorm=1.0,
             )
         model.compile(
             optimizer=optimizer,

@@ -1,6 +1,6 @@
 """Replica safety: 2 replicas on the same global batches log and update like 1.
 
-What users run: the default `compile()` (AdamW, weight decay, `clipnorm`
+What users run: the default `compile()` (AdamW, weight decay, `global_clipnorm`
 1.0) with a warm-up + cosine schedule, and MirroredStrategy with its default
 all-reduce (collective ops, the path MultiWorkerMirroredStrategy uses).
 """
@@ -35,7 +35,7 @@ def _batches_with_uneven_labels():
 
 def _compile(model):
     schedule = learning_rate(Training(learning_rate=0.01, warmup_fraction=0.34), STEPS)
-    model.compile(learning_rate=schedule)  # the default AdamW, clipnorm 1.0
+    model.compile(learning_rate=schedule)  # the default AdamW, global_clipnorm 1.0
 
 
 def _train(strategy, weights, use_loop, dataset):

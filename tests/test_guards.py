@@ -165,7 +165,7 @@ def test_a_dense_embedding_gradient_gives_the_textbook_update_exactly():
 
 
 def test_the_default_training_step_makes_the_dense_update():
-    """`fit` (AdamW, clipnorm 1.0) lands on the dense-gradient update, not the raw one.
+    """`fit` (AdamW, global_clipnorm 1.0) lands on the dense-gradient update, not the raw one.
 
     The two graphs differ in float rounding (~1e-5 after Adam's normalization),
     far below the raw update's error (~5e-3 here).

@@ -272,7 +272,7 @@ def _train(strategy, weights, method, batches):
     with strategy.scope():
         model = make_model(weighting=METHODS[method]())
         model.set_weights(weights)
-        model.compile(learning_rate=0.01)  # the default AdamW, clipnorm 1.0
+        model.compile(learning_rate=0.01)  # the default AdamW, global_clipnorm 1.0
     dataset = tf.data.Dataset.from_tensor_slices(
         tuple(tf.nest.map_structure(lambda *a: np.stack(a), *batches))
     )
