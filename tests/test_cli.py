@@ -51,6 +51,8 @@ def run_dir(tmp_path_factory):
             "--epochs",
             "1",
             "--quiet",
+            "--strategy",
+            "mirrored",  # one CPU here: one replica, built and trained in its scope
         ]
     )
     assert code == 0
@@ -235,6 +237,17 @@ def test_bad_config_exits_2_with_a_clear_message(tmp_path, capsys):
     assert "Unknown key 'hiden_dim'" in err and "hidden_dim" in err
     assert "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_multi_worker_without_a_cluster_exits_2_naming_tf_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    out = tmp_path / "r"
+    assert cli.main(["train", "--strategy", "multi_worker", "--out", str(out)]) == 2
+    assert "needs the environment variable TF_CONFIG" in capsys.readouterr().err
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "chief"}}')
+    assert cli.main(["train", "--strategy", "multi_worker", "--out", str(out)]) == 2
+    assert "the task type 'chief' has no addresses" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_missing_data_file_exits_2(tmp_path, capsys):

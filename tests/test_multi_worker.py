@@ -170,6 +170,7 @@ def test_a_lost_worker_fails_the_other_and_both_resume(reference, tmp_path):
     killed = time.monotonic()
     code = _finish(workers[0], logs[0])
     waited = time.monotonic() - killed
+    print(f"worker 0 exited {waited:.1f} s after worker 1 was killed")
     assert code == 1, logs[0].read_text()[-3000:]
     assert waited < 60
     assert "another worker was lost" in logs[0].read_text()
