@@ -214,6 +214,10 @@ def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_pr
     datasets = data_lib.eval_datasets(model.tasks, dev_sources, empty_text=empty_text)
     pair = with_pair_feature(model.preprocessor.pair)
     metrics, predictions = {}, {}
+    # Under several replicas `predict_on_batch` gives every replica the whole
+    # batch and concatenates their outputs (each row N times): call the model.
+    several = model.distribute_strategy.num_replicas_in_sync > 1
+    predict = (lambda x: model(x, training=False)) if several else model.predict_on_batch
     for task in model.tasks:
         batches = make_batches(pair(datasets[task.name]), model.preprocessor, batch_size).cache()
         logs = model.evaluate(batches, verbose=0, return_dict=True)
@@ -225,7 +229,7 @@ def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_pr
         if with_predictions:
             labels, outputs = [], []
             for x, y, w in batches:
-                logits = np.asarray(model.predict_on_batch(x)[task.name])
+                logits = np.asarray(predict(x)[task.name])
                 truth, logits = task.task_kind.evaluation_rows(
                     y[task.name].numpy(), logits, w[task.name].numpy()
                 )

@@ -51,8 +51,6 @@ def run_dir(tmp_path_factory):
             "--epochs",
             "1",
             "--quiet",
-            "--strategy",
-            "mirrored",  # one CPU here: one replica, built and trained in its scope
         ]
     )
     assert code == 0

@@ -64,12 +64,14 @@ def test_a_budget_trains_the_first_examples_in_one_pass(tiny):
 
 def test_a_strategy_builds_and_trains_the_model_in_its_scope(tiny):
     strategy = two_replica_strategy()
-    result = fit_run(tiny, examples=128, strategy=strategy, verbose=0, with_predictions=False)
+    result = fit_run(tiny, examples=128, strategy=strategy, verbose=0)
     assert result.model.distribute_strategy is strategy
     assert result.compute["examples"] == 128
     dev = read_data(tiny).dev_sources[0].read(tiny.tasks)
     for task in tiny.tasks:  # evaluation counts every dev example once across replicas
         assert result.metrics[task.name]["examples"] == int(dev.masks[task.name].sum())
+        if task.kind != "tagging":  # one prediction per example, not one per replica
+            assert len(result.predictions[task.name]["labels"]) == result.metrics[task.name]["examples"]
 
 
 def test_a_preset_encoder_trains_from_the_config_alone(tiny, tmp_path):
