@@ -2,6 +2,7 @@
 
 import logging
 import math
+import weakref
 
 import tensorflow as tf
 
@@ -93,7 +94,7 @@ def make_batches(
         segments = [features["text"]]
         if preprocessor.pair:
             segments.append(features["text_pair"])
-        x = dict(preprocessor(*segments))
+        x = dict(_traced(preprocessor)(*segments))
         word_ids = x.pop("word_ids", None)
         labels, masks = dict(labels), dict(masks)
         for name in token_tasks:
@@ -177,6 +178,25 @@ def make_batches(
         count = examples // batch_size if drop_remainder else math.ceil(examples / batch_size)
         batches = batches.apply(tf.data.experimental.assert_cardinality(count))
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+# A preprocessor's graph, traced once and called by every dataset built on it.
+_TRACED = weakref.WeakKeyDictionary()
+
+
+def _traced(preprocessor):
+    """`preprocessor` as a `tf.function` shared by all the datasets built on it.
+
+    tf.data traces a map function anew for every dataset, and tracing the
+    tokenizer and word alignment costs about a second and a half on CPU; a
+    run builds several datasets on one preprocessor (an epoch's batches,
+    the dev batches, the evaluation). Called from the map function, the
+    traced graph is reused (one trace per input signature).
+    """
+    function = _TRACED.get(preprocessor)
+    if function is None:
+        function = _TRACED[preprocessor] = tf.function(preprocessor.__call__, reduce_retracing=True)
+    return function
 
 
 def _drop_lengths(x, lengths, labels, masks):

@@ -211,34 +211,38 @@ def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_pr
     >>> metrics["topic"]["examples"] == len(predictions["topic"]["labels"])
     True
     """
-    datasets = data_lib.eval_datasets(model.tasks, dev_sources, empty_text=empty_text)
-    pair = with_pair_feature(model.preprocessor.pair)
-    metrics, predictions = {}, {}
+    dataset, counts = data_lib.eval_dataset(model.tasks, dev_sources, empty_text=empty_text)
+    # One pass for all tasks: the masks keep each task's metrics to its own rows.
+    batches = make_batches(
+        with_pair_feature(model.preprocessor.pair)(dataset), model.preprocessor, batch_size
+    ).cache()
+    logs = model.evaluate(batches, verbose=0, return_dict=True)
+    metrics = {}
+    for task in model.tasks:
+        prefix = task.name + "_"
+        result = {"kind": task.kind, "examples": counts[task.name]}
+        result.update({k[len(prefix):]: float(v) for k, v in logs.items() if k.startswith(prefix)})
+        result.update(task.task_kind.evaluation_details(task, model))
+        metrics[task.name] = result
+    if not with_predictions:
+        return metrics, {}
     # Under several replicas `predict_on_batch` gives every replica the whole
     # batch and concatenates their outputs (each row N times): call the model.
     several = model.distribute_strategy.num_replicas_in_sync > 1
     predict = (lambda x: model(x, training=False)) if several else model.predict_on_batch
-    for task in model.tasks:
-        batches = make_batches(pair(datasets[task.name]), model.preprocessor, batch_size).cache()
-        logs = model.evaluate(batches, verbose=0, return_dict=True)
-        prefix = task.name + "_"
-        result = {"kind": task.kind, "examples": int(datasets[task.name].cardinality())}
-        result.update({k[len(prefix):]: float(v) for k, v in logs.items() if k.startswith(prefix)})
-        result.update(task.task_kind.evaluation_details(task, model))
-        metrics[task.name] = result
-        if with_predictions:
-            labels, outputs = [], []
-            for x, y, w in batches:
-                logits = np.asarray(predict(x)[task.name])
-                truth, logits = task.task_kind.evaluation_rows(
-                    y[task.name].numpy(), logits, w[task.name].numpy()
-                )
-                outputs.append(logits)
-                labels.append(truth)
-            predictions[task.name] = {
-                "labels": np.concatenate(labels) if labels else np.zeros(0),
-                "outputs": np.concatenate(outputs) if outputs else np.zeros(0),
-            }
+    found = {task.name: ([], []) for task in model.tasks}
+    for x, y, w in batches:
+        outputs = predict(x)
+        for task in model.tasks:
+            truth, logits = task.task_kind.evaluation_rows(
+                y[task.name].numpy(), np.asarray(outputs[task.name]), w[task.name].numpy()
+            )
+            found[task.name][0].append(truth)
+            found[task.name][1].append(logits)
+    predictions = {
+        name: {"labels": np.concatenate(labels), "outputs": np.concatenate(outputs)}
+        for name, (labels, outputs) in found.items()
+    }
     return metrics, predictions
 
 

@@ -16,8 +16,10 @@ with no label at all are dropped (and counted). **One epoch is one pass over
 the remaining rows**, in an order that depends only on the seed and the epoch
 (`JointRows`).
 
-`eval_datasets` gives each task its own dataset: each labelled dev row of
-that task exactly once, in file order, with the other tasks masked.
+`eval_dataset` gives every labelled dev row once with all its labels (one
+pass evaluates every task); `eval_datasets` gives each task its own dataset:
+each labelled dev row of that task exactly once, in file order, with the
+other tasks masked.
 
 This module knows sources only through what they offer (`read`, `tasks`,
 `location`), so the sources can build `Examples` without a cycle.
@@ -338,6 +340,34 @@ def joint_dataset(tasks, sources, *, shuffle=True, seed=0, empty_text="keep"):
     return _gather(table.tensors(), rows)
 
 
+def eval_dataset(tasks, sources, *, empty_text="keep"):
+    """`(dataset, counts)`: every dev row that carries a label, once, in file order.
+
+    Each row keeps all its labels and masks, so one pass gives every task's
+    metrics on its own labelled rows (masked metrics count only those);
+    `counts[task]` is how many rows that is. A text that several tasks
+    label runs through the model once.
+
+    Example:
+    >>> from mtl_keras.data import bundled_sample
+    >>> tasks, _, dev = bundled_sample()
+    >>> dataset, counts = eval_dataset(tasks, dev)
+    >>> int(dataset.cardinality()), counts["topic"]
+    (400, 337)
+    """
+    table = _eval_table(tasks, sources, empty_text)
+    for task, count in table.labelled_counts().items():
+        logger.info("Evaluation of %s: %d labelled rows.", task, count)
+    table = table.take(np.flatnonzero(_any_label(table)))
+    return table.to_dataset(with_pair=table.text_pair is not None), table.labelled_counts()
+
+
+def _eval_table(tasks, sources, empty_text):
+    tables = validate(tasks, sources, empty_text=empty_text, split="evaluation")
+    validate_tasks(tasks)
+    return _concat(tables, " + ".join(t.source for t in tables))
+
+
 def eval_datasets(tasks, sources, *, empty_text="keep"):
     """`{task: dataset}`: each task's labelled dev rows, each exactly once.
 
@@ -350,11 +380,10 @@ def eval_datasets(tasks, sources, *, empty_text="keep"):
     >>> sorted(eval_datasets(tasks, dev))
     ['mentions', 'rating', 'sentiment', 'topic']
     """
-    tables = validate(tasks, sources, empty_text=empty_text, split="evaluation")
-    table = _concat(tables, " + ".join(t.source for t in tables))
+    table = _eval_table(tasks, sources, empty_text)
     with_pair = table.text_pair is not None
     datasets = {}
-    for task in validate_tasks(tasks):
+    for task in tasks:
         rows = np.flatnonzero(table.masks[task.name])
         datasets[task.name] = table.take(rows, only_task=task.name).to_dataset(
             with_pair=with_pair

@@ -209,7 +209,8 @@ class TaskKind:
 
     def evaluation_rows(self, labels, logits, mask):
         """Dev labels and logits (numpy) with one row per labelled unit, for plots."""
-        return labels, logits
+        labelled = np.reshape(mask, (-1,)) > 0  # rows of other tasks are masked
+        return labels[labelled], logits[labelled]
 
     def evaluation_details(self, task, model):
         """Entries for `metrics.json` beyond the logged metrics (none by default)."""
