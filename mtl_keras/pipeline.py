@@ -198,7 +198,8 @@ def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_pr
 
     Returns `(metrics, predictions)`: `metrics[task]` holds `kind`,
     `examples` and `<metric>: value`; `predictions[task]` the `labels` and
-    `outputs` (logits, or values) as numpy arrays.
+    `outputs` (logits, or values) as numpy arrays, in file order. One pass
+    over the dev rows evaluates every task.
 
     Example:
     >>> from mtl_keras import TextPreprocessor
@@ -212,9 +213,11 @@ def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_pr
     True
     """
     dataset, counts = data_lib.eval_dataset(model.tasks, dev_sources, empty_text=empty_text)
-    # One pass for all tasks: the masks keep each task's metrics to its own rows.
+    # One pass for all tasks: the masks keep each task's metrics to its own rows;
+    # batches of consecutive rows keep the predictions in file order.
     batches = make_batches(
-        with_pair_feature(model.preprocessor.pair)(dataset), model.preprocessor, batch_size
+        with_pair_feature(model.preprocessor.pair)(dataset), model.preprocessor, batch_size,
+        keep_order=True,
     ).cache()
     logs = model.evaluate(batches, verbose=0, return_dict=True)
     metrics = {}

@@ -29,7 +29,7 @@ from mtl_keras.pipeline import read_data
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = Path(__file__).with_name("multi_worker_driver.py")
 TIMEOUT = 240  # seconds a worker process may take
-EPOCHS = 4  # 16 steps each
+EPOCHS = 2  # 16 steps each
 
 
 def _config(directory, **training):

@@ -1,12 +1,14 @@
 """`fit_run`, the one pipeline: epochs, budgets, strategies, callbacks, run files."""
 
 import keras
+import numpy as np
 import pytest
 import yaml
 from tiny_config import write_tiny_config
 from toy_problem import two_replica_strategy
 
 from mtl_keras.config import load_config, parse_config, read_config_file
+from mtl_keras.data import validate
 from mtl_keras.pipeline import fit_run, read_data
 
 
@@ -25,8 +27,14 @@ def test_epochs_of_joint_rows_keep_the_history_in_memory(tiny, tmp_path):
     assert result.compute["steps"] == 2 * -(-result.examples_per_epoch // 64)
     assert (tmp_path / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
     assert result.model.preprocessor.sequence_length == tiny.preprocessor["sequence_length"]
+    dev = validate(tiny.tasks, read_data(tiny).dev_sources, split="evaluation")
     for task in tiny.tasks:
         assert result.metrics[task.name]["examples"] > 300
+        if task.kind != "tagging":  # one evaluation pass; each task's rows in file order
+            expected = np.concatenate(
+                [t.labels[task.name][t.masks[task.name] > 0] for t in dev]
+            )
+            np.testing.assert_array_equal(result.predictions[task.name]["labels"], expected)
 
 
 def test_a_mixture_trains_each_epoch_on_its_own_examples(tiny):
