@@ -114,6 +114,9 @@ def train_loop(
         verbose=verbose,
     )
     step = _compiled_step(model, "train_step")
+    # Traced once for the dataset's spec (batch and length dims None), so every
+    # bucket's shape reuses it; retracing on shapes would trace twice more.
+    step.get_concrete_function(dataset.element_spec)
     metric_names = [metric.name for metric in model.metrics]
     shared_iterator = iter(dataset) if steps_per_epoch is not None else None
     model.stop_training = False

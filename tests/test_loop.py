@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from toy_problem import make_batch, make_model
+from toy_problem import LENGTH, make_batch, make_model
 
 from mtl_keras import loop
 
@@ -99,3 +99,33 @@ def make_model_compiled():
     model = make_model()
     model.compile(optimizer=keras.optimizers.SGD(0.05))
     return model
+
+
+def test_train_loop_traces_its_step_once_for_batches_of_several_shapes(monkeypatch):
+    """Bucketed batches differ in length and the last one in size: one trace."""
+    from mtl_keras import MultiTaskModel
+
+    traces = []
+    train_step = MultiTaskModel.train_step
+
+    def counting_step(self, data):
+        traces.append(tuple(data[0]["token_ids"].shape))  # runs only while tracing
+        return train_step(self, data)
+
+    monkeypatch.setattr(MultiTaskModel, "train_step", counting_step)
+    x, y, w = make_batch(40, seed=3)
+
+    def rows(start, stop, length):  # per-token labels and masks are cut like the ids
+        def cut(v):
+            return v[start:stop, :length] if v.ndim == 2 and v.shape[1] == LENGTH else v[start:stop]
+
+        return tuple({k: cut(v) for k, v in part.items()} for part in (x, y, w))
+
+    batches = tf.data.Dataset.from_tensors(rows(0, 16, 12))
+    for part in (rows(16, 32, 8), rows(32, 40, 4)):  # other lengths, a smaller last batch
+        batches = batches.concatenate(tf.data.Dataset.from_tensors(part))
+    model = make_model()
+    model.compile()
+    loop.train_loop(model, batches, epochs=2, verbose=0)
+    assert len(traces) == 1, traces
+    assert traces[0] == (None, None)
