@@ -34,22 +34,6 @@ from mtl_keras.config import load_config  # noqa: E402
 from mtl_keras.pipeline import fit_run  # noqa: E402
 
 
-def cpu_description():
-    """The CPU model and the flags that decide matmul speed (from /proc/cpuinfo)."""
-    model, flags = "unknown", []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model == "unknown":
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags") and not flags:
-                    flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return model, [f for f in wanted if f in flags]
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -79,7 +63,7 @@ def main():
             shares.append(save_seconds[-1] / compute["train_seconds"])
         return compute["steps"], compute["train_seconds"], compute["train_cpu_seconds"]
 
-    model, flags = cpu_description()
+    model, flags = harness.cpu_description()
     print(f"CPU: {model}; flags: {', '.join(flags) or 'none of interest'}")
     result = harness.run_interleaved(
         [

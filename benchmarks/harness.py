@@ -207,6 +207,8 @@ class BenchmarkResult:
             f"**{self.title}** ({self.rounds} interleaved rounds; × = median of "
             "per-round speed-ups vs the baseline)",
             "",
+            machine_line(self.environment),
+            "",
             "| " + " | ".join(header) + " |",
             "|" + "|".join("---" for _ in header) + "|",
         ]
@@ -240,14 +242,44 @@ def _fmt(value):
     return f"{value:.3g}"
 
 
+# The CPU features that decide matmul speed: bf16 pays on AMX, much less on AVX512_BF16.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_description():
+    """`(model, flags)`: the CPU model and which of `CPU_FLAGS` it has (/proc/cpuinfo)."""
+    model, flags = "unknown", []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "unknown":
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags") and not flags:
+                    flags = line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    return model, [f for f in CPU_FLAGS if f in flags]
+
+
+def machine_line(env):
+    """One line naming the machine of `env` (an `environment()`), for reports."""
+    gpus = env.get("gpus") or ["no GPU"]
+    return (f"CPU: {env.get('cpu', 'unknown')} ({' '.join(env.get('cpu_flags', [])) or 'no listed flags'}; "
+            f"{env.get('cpu_count')} cores), {', '.join(gpus)}")
+
+
 def environment():
-    """The facts that make two runs comparable (or not)."""
+    """The facts that make two runs comparable (or not): versions, CPU, GPUs, load."""
+    model, flags = cpu_description()
     env = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "processor": platform.processor(),
+        "cpu": model,
+        "cpu_flags": flags,
         "cpu_count": os.cpu_count(),
     }
+    if "tensorflow" in sys.modules:
+        env["gpus"] = [d.name for d in sys.modules["tensorflow"].config.list_physical_devices("GPU")]
     for module in ("tensorflow", "keras", "keras_hub", "numpy"):
         if module in sys.modules:
             env[module] = getattr(sys.modules[module], "__version__", "?")

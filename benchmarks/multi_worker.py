@@ -95,9 +95,8 @@ def main():
         return _worker(args)
     sys.path.insert(0, HERE)
     import harness
-    from checkpoint_cost import cpu_description
 
-    print(f"CPU: {cpu_description()}")
+    print(harness.machine_line(harness.environment()))
     results = {"one_process": [], "two_workers": []}
     for round_ in range(args.rounds):
         order = [("one_process", 1), ("two_workers", 2)]
@@ -128,7 +127,7 @@ def main():
     print("\n".join(lines))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     payload = {"config": args.config, "epochs": args.epochs, "rounds": args.rounds,
-               "cpu": cpu_description(), "environment": harness.environment(),
+               "cpu": harness.cpu_description(), "environment": harness.environment(),
                "results": results, "summary": summary}
     with open(args.out, "w") as f:
         json.dump(payload, f, indent=2)

@@ -21,7 +21,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import harness  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -205,9 +205,8 @@ def main(argv=None):
             "rounds": args.rounds,
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
         },
+        "environment": harness.environment(),
         "seconds": {
             "learn_vocabulary": vocab_seconds,
             "export": export_seconds,
@@ -235,6 +234,8 @@ def markdown(report):
         f"tokens on average, hidden {setup['hidden_dim']}, {setup['num_layers']} "
         f"layers, vocabulary {setup['vocabulary_size']}, "
         f"{setup['rounds']} interleaved rounds; median of round medians, min–max)",
+        "",
+        harness.machine_line(report["environment"]),
         "",
         "| batch | strings-in (ms) | ids-in (ms) | strings / ids |",
         "|---:|---:|---:|---:|",

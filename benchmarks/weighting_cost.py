@@ -23,7 +23,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from checkpoint_cost import cpu_description  # noqa: E402
 
 from mtl_keras import weighting  # noqa: E402
 from mtl_keras.config import load_config  # noqa: E402
@@ -56,7 +55,7 @@ def main():
         uses = weighting.METHODS[method].uses
         return harness.Candidate(method, run, description=f"uses {uses}")
 
-    model_name, flags = cpu_description()
+    model_name, flags = harness.cpu_description()
     print(f"CPU: {model_name}; flags: {', '.join(flags) or 'none of interest'}")
     result = harness.run_interleaved(
         [candidate(m) for m in args.methods.split(",")],
