@@ -1,13 +1,15 @@
 """The `mtl-keras` command line: train, evaluate, export, predict, compare.
 
     mtl-keras train [--config FILE] [--out DIR] [--epochs N] [--precision P]
+                    [--seed N] [--batch-size B] [--learning-rate LR] [--set KEY=VALUE ...]
                     [--data-root DIR] [--restart] [--allow-changed-settings]
                     [--strategy none|mirrored|multi_worker] [--collective-timeout S]
     mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR] [--split dev|test]
     mtl-keras export MODEL OUT_DIR
     mtl-keras predict PATH [TEXT ...] [--file F]      (TEXT "-": stdin lines)
     mtl-keras compare [--config FILE] [--seeds K] [--out DIR] [--epochs N] [--weighting A,B]
-                      [--data-root DIR] [--multitask-budget F]
+                      [--data-root DIR] [--multitask-budget F] [--set KEY=VALUE ...]
+    mtl-keras --version
 
 With no `--config`, `train` runs the bundled sample (`configs/sample.yaml`)
 into `runs/<config>`; rerunning it resumes from the run's newest checkpoint.
@@ -97,9 +99,10 @@ def _config_and_out(args, prefix=""):
     """The config of `--config` with the flags' overrides, and the output directory."""
     from mtl_keras.config import load_config
 
-    config = load_config(
-        args.config, data_root=args.data_root, epochs=args.epochs, precision=args.precision
-    )
+    training = {key: getattr(args, key, None) for key in ("epochs", "seed", "batch_size",
+                                                          "learning_rate")}
+    config = load_config(args.config, data_root=args.data_root, precision=args.precision,
+                         overrides=args.set, **training)
     name = Path(config.source).stem if config.source else "run"
     if not prefix:  # a training run: the same command, the same run directory
         return config, args.out or Path("runs") / name
@@ -272,6 +275,7 @@ def build_parser():
         description="Multi-task learning on text with Keras: one shared encoder, "
         "one head per task.",
     )
+    parser.add_argument("--version", action="version", version=f"mtl-keras {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
@@ -294,6 +298,8 @@ def build_parser():
     train.add_argument(
         "--data-root", help="override data_root (base of relative data paths)"
     )
+    _add_setting_flags(train)
+    train.add_argument("--seed", type=int, help="override training.seed")
     train.add_argument("--quiet", action="store_true", help="no progress bar or table")
     train.add_argument(
         "--restart", action="store_true",
@@ -401,9 +407,31 @@ def build_parser():
         "(e.g. static,uncertainty,famo,pcgrad; default: the config's)",
     )
     compare.add_argument("--data-root", help="override data_root")
+    _add_setting_flags(compare)
     compare.add_argument("--quiet", action="store_true", help="no progress lines")
     compare.set_defaults(run=_cmd_compare)
     return parser
+
+
+def _version():
+    # The installed distribution's version, read without importing mtl_keras
+    # (and so TensorFlow): `--version` answers at once.
+    from importlib import metadata
+
+    try:
+        return metadata.version("mtl_keras")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _add_setting_flags(parser):
+    parser.add_argument("--batch-size", type=int, help="override training.batch_size")
+    parser.add_argument("--learning-rate", type=float, help="override training.learning_rate")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="change any config key, value in YAML syntax (repeatable), e.g. "
+        "--set encoder.hidden_dim=128 --set data.train.0.max_rows=500",
+    )
 
 
 def main(argv=None):

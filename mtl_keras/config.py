@@ -22,7 +22,6 @@
 `config_checks.check_keys` compares every section with the signature of what it
 builds (unknown keys with a did-you-mean, missing ones, wrong types); values are
 checked once, by the constructors or their argument checks, at load time.
-
 """
 
 import dataclasses
@@ -51,89 +50,15 @@ from mtl_keras.config_checks import (
     sampler_parts,
     source_class,
 )
+from mtl_keras.overrides import apply_overrides
 from mtl_keras.preprocess import TextPreprocessor
 from mtl_keras.tasks import Task
+from mtl_keras.training_settings import Training
 
 BUNDLED = "bundled"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "sample.yaml"
-SCHEDULES = ("constant", "cosine")
-BATCHING = ("length", "every_task")
 SPLITS = ("train", "dev", "test")  # data sections; test is evaluated only on request
-
-
-@dataclasses.dataclass(frozen=True)
-class Training:
-    """How long and how fast to train.
-
-    Args:
-        epochs: passes over the training data (see the sampler).
-        batch_size: examples per batch.
-        learning_rate: peak learning rate of AdamW (the heads' rate).
-        encoder_learning_rate: if set, the encoder's peak rate
-            (`mtl_keras.optimizers.EncoderAdamW`), e.g. for a pretrained one.
-        weight_decay: AdamW weight decay.
-        warmup_fraction: share of the steps with a linear warm-up.
-        schedule: `cosine` (decay to 0 after the warm-up) or `constant`.
-        seed: seeds weights, dropout and shuffling.
-        steps_per_execution: training steps per compiled call.
-        checkpoint: keep the best weights (lowest `val_loss`) and end with them.
-        checkpoint_every_steps: in a run directory, also save the training
-            state every this many steps (it is always saved at epoch ends).
-        checkpoint_every_seconds: ... and every this many seconds.
-        checkpoints_to_keep: how many checkpoints a run directory keeps.
-        batching: `length` (batches of similar lengths, from the whole
-            stream) or `every_task` (with a mixing sampler, every batch holds
-            each source's share of the epoch; for the weighting methods
-            that need every task in every batch).
-        diagnostics_every_steps: log per-task gradient diagnostics every
-            this many steps (`mtl_keras.diagnostics`; `diagnostics.csv` and
-            a plot in a run directory).
-        deterministic: make TensorFlow's ops deterministic
-            (`tf.config.experimental.enable_op_determinism`), so a resumed run
-            equals the uninterrupted one bit for bit.
-
-    Example:
-    >>> Training(epochs=2).batch_size
-    32
-    """
-
-    epochs: int = 3
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    encoder_learning_rate: float = None
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.0
-    schedule: str = "constant"
-    seed: int = 0
-    steps_per_execution: int = 1
-    checkpoint: bool = False
-    checkpoint_every_steps: int = None
-    checkpoint_every_seconds: float = 300.0
-    checkpoints_to_keep: int = 3
-    deterministic: bool = True
-    batching: str = "length"
-    diagnostics_every_steps: int = None
-
-    def __post_init__(self):
-        for key in ("epochs", "batch_size", "steps_per_execution", "checkpoints_to_keep"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value!r}.")
-        if not self.learning_rate > 0:
-            raise ValueError("learning_rate must be > 0.")
-        if self.encoder_learning_rate is not None and not self.encoder_learning_rate >= 0:
-            raise ValueError("encoder_learning_rate must be >= 0.")
-        if not 0 <= self.warmup_fraction < 1:
-            raise ValueError("warmup_fraction must be in [0, 1).")
-        every = self.checkpoint_every_steps
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-            raise ValueError(f"checkpoint_every_steps must be >= 1 or null, got {every!r}.")
-        if self.checkpoint_every_seconds is not None and not self.checkpoint_every_seconds > 0:
-            raise ValueError("checkpoint_every_seconds must be > 0 or null.")
-        for key, choices in (("schedule", SCHEDULES), ("batching", BATCHING)):
-            if getattr(self, key) not in choices:
-                raise ValueError(f"{key} must be one of {choices}, got {getattr(self, key)!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -459,23 +384,24 @@ def read_config_file(path):
         ) from None
 
 
-def load_config(path=None, *, data_root=None, precision=None, check_files=True, **training):
+def load_config(path=None, *, data_root=None, precision=None, check_files=True, overrides=(),
+                **training):
     """Loads a run config from a YAML or JSON file (default: the bundled sample).
 
-    `path` may also be the name of a shipped config (`sample`,
-    `glue_agnews_files`, ...). `data_root`, `precision` and `training`
-    keys (`epochs=...`) override the file's values.
+    `path` may also name a shipped config (`sample`, ...). `overrides` (`--set`'s
+    `"section.key=value"`) change the file's data before it is checked; then
+    `data_root`, `precision` and `training` keys (`epochs=...`) override.
 
     Example:
-    >>> config = load_config("sample", epochs=1)
+    >>> config = load_config("sample", epochs=1, overrides=["encoder.hidden_dim=16"])
     >>> config.training.epochs, config.encoder["hidden_dim"]
-    (1, 32)
+    (1, 16)
     """
     if path is None:
         path = DEFAULT_CONFIG
     elif not Path(path).exists() and (CONFIG_DIR / f"{path}.yaml").is_file():
         path = CONFIG_DIR / f"{path}.yaml"
-    mapping = read_config_file(path)
+    mapping = apply_overrides(read_config_file(path), overrides)
     try:
         config = parse_config(mapping, source=path, data_root=data_root, check_files=False)
         config = config.replace(precision=precision, **training)

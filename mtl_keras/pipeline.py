@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtl_keras import checkpoints, distribute, guards, run_files
+from mtl_keras import checkpoints, distribute, guards, monitoring, run_files
 from mtl_keras import data as data_lib
 from mtl_keras.batching import make_batches, report_cut_words
 from mtl_keras.diagnostics import GradientDiagnostics
@@ -325,6 +325,7 @@ def _fit_run(config, role, examples, preprocessor, strategy, callbacks, run_dir,
     start = time.perf_counter()
     config = config.resolved()
     training = config.training
+    monitoring.check_monitor(training.monitor, config.tasks)  # before any work
     if training.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(training.seed)
@@ -361,14 +362,27 @@ def _fit_run(config, role, examples, preprocessor, strategy, callbacks, run_dir,
                              keep_order=training.batching == "every_task").epoch(0).take(8)
         callbacks.append(GradientDiagnostics(
             probe.cache(), training.diagnostics_every_steps,
-            csv_path=None if run_dir is None else write_dir / run_files.DIAGNOSTICS))
+            csv_path=None if run_dir is None else write_dir / run_files.DIAGNOSTICS,
+            log_dir=write_dir / run_files.TENSORBOARD / "diagnostics"
+            if run_dir and training.tensorboard
+            else None))
+    # The epochs before a resume, from the chief's history (the same on every worker).
+    previous = {} if run_dir is None else {
+        k: v[:position[0]] for k, v in read_history(run_dir / run_files.HISTORY).items()}
+    best = None if run_dir is None else write_dir / run_files.BEST_WEIGHTS
+    monitors = monitoring.callbacks(training, best, previous)
+    callbacks += monitors  # before the CSVLogger: a weighted mean is logged too
+    stopped = any(getattr(c, "stopped_before", False) for c in monitors)
     if run_dir is not None:
-        callbacks += run_files.callbacks(run_dir, write_dir, training)
+        callbacks += run_files.callbacks(write_dir, training)
         for note in checkpoint.notes:
             print(note, flush=True)
         if position[0] >= epochs:
             print(f"{run_dir} already holds the finished run (step {checkpoint.step()}): "
                   "evaluating it again; --restart trains anew.", flush=True)
+        elif stopped:
+            print(f"{run_dir} stopped early at epoch {position[0]} ({training.monitor} did not "
+                  "improve): evaluating it again; --restart trains anew.", flush=True)
         elif position != (0, 0):
             print(f"Resuming {run_dir} at step {checkpoint.step()} (epoch "
                   f"{position[0] + 1}, batch {position[1]}).", flush=True)
@@ -396,7 +410,7 @@ def _fit_run(config, role, examples, preprocessor, strategy, callbacks, run_dir,
             for _ in batches.stream(0, 0, epochs).take(done):
                 pass
         try:
-            history = train_epochs(
+            history = {} if stopped else train_epochs(
                 model, batches, epochs, start=position, checkpoint=checkpoint,
                 explicit_loop=explicit_loop, validation_data=dev_batches, callbacks=callbacks,
             )
@@ -409,7 +423,6 @@ def _fit_run(config, role, examples, preprocessor, strategy, callbacks, run_dir,
         if run_dir is not None:
             history = read_history(write_dir / run_files.HISTORY)
     train_seconds, train_cpu = time.perf_counter() - fit_start, time.process_time() - fit_cpu
-    best = None if run_dir is None else write_dir / run_files.BEST_WEIGHTS
     if training.checkpoint and best is not None and best.exists():
         model.load_weights(str(best))
     if role.count > 1:  # each worker evaluates on its own; only the chief writes

@@ -5,8 +5,9 @@
 
     run_dir/
       checkpoints/      the training state (`checkpoints.TrainingCheckpoint`),
-                        manifest.json, best.weights.h5 (lowest `val_loss`)
+                        manifest.json, best.weights.h5 (best `training.monitor`)
       history.csv       per-epoch logs (`keras.callbacks.CSVLogger`)
+      tensorboard/      the same logs for TensorBoard (`training.tensorboard`)
       diagnostics.csv   gradient diagnostics, if asked for
       FAILED.json       written when a loss turned non-finite
 
@@ -24,12 +25,12 @@ import shutil
 import keras
 
 from mtl_keras import checkpoints
-from mtl_keras.progress import read_history
 
 BEST_WEIGHTS = "checkpoints/best.weights.h5"
 CHECKPOINTS = "checkpoints"
 HISTORY = "history.csv"
 DIAGNOSTICS = "diagnostics.csv"
+TENSORBOARD = "tensorboard"
 FAILED = "FAILED.json"
 # What a resumed run must share with the checkpoints (besides tasks and shapes).
 RESUME_SETTINGS = (
@@ -156,32 +157,24 @@ def mark_failed(run_dir, model, error):
     (run_dir / FAILED).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
-def callbacks(run_dir, write_dir, training):
-    """`CSVLogger` (appending) and, with `training.checkpoint`, the best-weights `ModelCheckpoint`.
+def callbacks(write_dir, training):
+    """`CSVLogger` (appending) and, with `training.tensorboard`, `TensorBoard` logs.
 
-    The best `val_loss` so far is read from the chief's `run_dir`, so every
-    worker keeps the same epochs' weights.
+    Every logged scalar per epoch (each task's losses and metrics, train and
+    dev, and the learning rate) goes to `tensorboard/` in the run directory:
+    `tensorboard --logdir RUN/tensorboard`.
 
     Example:
     >>> import tempfile
     >>> from pathlib import Path
     >>> from mtl_keras.config import Training
     >>> run = Path(tempfile.mkdtemp())
-    >>> [type(c).__name__ for c in callbacks(run, run, Training(checkpoint=True))]
-    ['CSVLogger', 'ModelCheckpoint']
+    >>> [type(c).__name__ for c in callbacks(run, Training())]
+    ['CSVLogger', 'TensorBoard']
     """
     write_dir.mkdir(parents=True, exist_ok=True)
     found = [keras.callbacks.CSVLogger(str(write_dir / HISTORY), append=True)]
-    if training.checkpoint:
-        (write_dir / BEST_WEIGHTS).parent.mkdir(parents=True, exist_ok=True)
-        history = read_history(run_dir / HISTORY).get("val_loss", [])
-        found.append(
-            keras.callbacks.ModelCheckpoint(
-                str(write_dir / BEST_WEIGHTS),
-                monitor="val_loss",
-                save_best_only=True,
-                save_weights_only=True,
-                initial_value_threshold=min(history) if history else None,
-            )
-        )
+    if training.tensorboard:
+        found.append(keras.callbacks.TensorBoard(
+            str(write_dir / TENSORBOARD), write_graph=False, update_freq="epoch"))
     return found

@@ -50,11 +50,29 @@ def run_dir(tmp_path_factory):
             str(out),
             "--epochs",
             "1",
+            "--seed",
+            "5",
+            "--set",
+            "training.warmup_fraction=0.2",
             "--quiet",
         ]
     )
     assert code == 0
     return out
+
+
+def test_flags_and_set_assignments_are_recorded_in_the_run_config(run_dir):
+    recorded = load_config(run_dir / "config.yaml", check_files=False).training
+    assert (recorded.epochs, recorded.seed, recorded.warmup_fraction) == (1, 5, 0.2)
+
+
+def test_version_and_a_bad_assignment(capsys):
+    with pytest.raises(SystemExit) as exit_:  # argparse's version action exits 0
+        cli.build_parser().parse_args(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("mtl-keras ")
+    assert cli.main(["train", "--set", "training.epoch=1", "--quiet"]) == 2
+    assert "Did you mean 'epochs'?" in " ".join(capsys.readouterr().err.split())
 
 
 def json_lines(text):

@@ -1,5 +1,6 @@
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,32 @@ def test_overrides():
     assert config.data_root == "/somewhere"
     with pytest.raises(ConfigError, match="precision"):
         load_config(precision="half")
+
+
+def test_set_assignments_change_any_key_and_are_checked_like_the_file():
+    config = load_config(check_files=False, seed=4, overrides=[
+        "training.learning_rate=1e-3", "encoder.hidden_dim=8", "data.train.0.max_rows=50",
+        "weighting={method: dwa, period_steps: 4}", "training.checkpoint=false",
+    ])  # fmt: skip
+    assert config.training.learning_rate == 0.001  # "1e-3" is a float, not YAML 1.1's string
+    assert (config.training.seed, config.encoder["hidden_dim"]) == (4, 8)
+    assert config.data.train[0]["max_rows"] == 50
+    assert config.weighting == {"method": "dwa", "period_steps": 4}
+    assert config.training.checkpoint is False
+    # The checker's own messages, as for a file that says the same.
+    with pytest.raises(ConfigError, match="Unknown key 'epoch' in training.*Did you mean 'epochs'"):
+        load_config(check_files=False, overrides=["training.epoch=3"])
+    with pytest.raises(ConfigError, match="epochs must be an integer, got 'three'"):
+        load_config(check_files=False, overrides=["training.epochs=three"])
+    # Assignments that name no place say so.
+    for bad, words in [
+        ("training", "expected section.key=value"),
+        ("=3", "expected section.key=value"),
+        ("data.train.7.file=x", "'data.train.7' is not an index of a list of 1"),
+        ("encoder.hidden_dim.x=1", "'x' is inside 32, which is not a section"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            load_config(check_files=False, overrides=[bad])
 
 
 def test_sections_build_what_they_name():
