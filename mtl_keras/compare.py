@@ -211,7 +211,8 @@ def compare(
     Example:
     >>> import tempfile
     >>> from mtl_keras.config import load_config
-    >>> config = load_config(epochs=1, batch_size=128).with_tasks(["topic", "sentiment"])
+    >>> config = load_config(epochs=1, batch_size=128, overrides=["data.train.0.max_rows=600"])
+    >>> config = config.with_tasks(["topic", "sentiment"])
     >>> report = compare(config, seeds=1, out_dir=tempfile.mkdtemp(), verbose=0)
     >>> sorted(report["tasks"]), report["completed_seeds"]
     (['sentiment', 'topic'], [0])

@@ -304,7 +304,8 @@ def fit_run(
 
     Example:
     >>> from mtl_keras.config import load_config
-    >>> result = fit_run(load_config(epochs=1, batch_size=64), verbose=0)
+    >>> config = load_config(epochs=1, batch_size=64, overrides=["data.train.0.max_rows=600"])
+    >>> result = fit_run(config, verbose=0)
     >>> result.compute["examples"] == result.examples_per_epoch
     True
     >>> result.model.predict_labels(["the match was great"])[0]["topic"]["label"] in (

@@ -132,7 +132,8 @@ def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settin
     Example:
     >>> import tempfile
     >>> from mtl_keras.config import load_config
-    >>> result = run_training(load_config(epochs=1), tempfile.mkdtemp(), verbose=0)
+    >>> config = load_config(epochs=1, overrides=["data.train.0.max_rows=600"])
+    >>> result = run_training(config, tempfile.mkdtemp(), verbose=0)
     >>> sorted(result.metrics)
     ['mentions', 'rating', 'sentiment', 'topic']
     """

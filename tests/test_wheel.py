@@ -50,7 +50,8 @@ def test_the_main_job_runs_from_the_installed_wheel(wheel, tmp_path):
     )  # fmt: skip
     assert where.stdout.strip().startswith(str(site))  # not the checkout
     result = subprocess.run(
-        [sys.executable, "-m", "mtl_keras.cli", "train", "--epochs", "1", "--out", "run", "--quiet"],
+        [sys.executable, "-m", "mtl_keras.cli", "train", "--epochs", "1", "--out", "run", "--quiet",
+         "--set", "data.train.0.max_rows=600"],  # the sample, fewer rows: a quicker test
         cwd=run, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
