@@ -382,8 +382,10 @@ def _fit_run(config, role, examples, preprocessor, strategy, callbacks, run_dir,
             print(f"{run_dir} already holds the finished run (step {checkpoint.step()}): "
                   "evaluating it again; --restart trains anew.", flush=True)
         elif stopped:
-            print(f"{run_dir} stopped early at epoch {position[0]} ({training.monitor} did not "
-                  "improve): evaluating it again; --restart trains anew.", flush=True)
+            print(f"{run_dir} stopped early at epoch {position[0]} (no better "
+                  f"{monitoring.monitor_key(training.monitor)} for "
+                  f"{training.early_stopping_patience} epochs): evaluating it again; "
+                  "--restart trains anew.", flush=True)
         elif position != (0, 0):
             print(f"Resuming {run_dir} at step {checkpoint.step()} (epoch "
                   f"{position[0] + 1}, batch {position[1]}).", flush=True)
