@@ -356,10 +356,11 @@ def eval_dataset(tasks, sources, *, empty_text="keep"):
     (400, 337)
     """
     table = _eval_table(tasks, sources, empty_text)
-    for task, count in table.labelled_counts().items():
-        logger.info("Evaluation of %s: %d labelled rows.", task, count)
     table = table.take(np.flatnonzero(_any_label(table)))
-    return table.to_dataset(with_pair=table.text_pair is not None), table.labelled_counts()
+    counts = table.labelled_counts()
+    for task, count in counts.items():
+        logger.info("Evaluation of %s: %d labelled rows.", task, count)
+    return table.to_dataset(with_pair=table.text_pair is not None), counts
 
 
 def _eval_table(tasks, sources, empty_text):
