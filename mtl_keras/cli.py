@@ -33,11 +33,19 @@ os.environ.setdefault("MPLBACKEND", "Agg")  # plots go to files
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import datetime  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import textwrap  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+# TensorFlow-free: the arguments are checked before TensorFlow starts.
+from mtl_keras.cli_checks import (  # noqa: E402
+    UsageError,
+    check_before_tensorflow,
+    out_dir,
+    serving_path,
+)
+from mtl_keras.config_files import ConfigError, shipped_configs  # noqa: E402
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -103,11 +111,7 @@ def _config_and_out(args, prefix=""):
                                                           "learning_rate")}
     config = load_config(args.config, data_root=args.data_root, precision=args.precision,
                          overrides=args.set, **training)
-    name = Path(config.source).stem if config.source else "run"
-    if not prefix:  # a training run: the same command, the same run directory
-        return config, args.out or Path("runs") / name
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return config, args.out or Path("runs") / f"{prefix}{name}-{stamp}"
+    return config, out_dir(args, prefix)
 
 
 def _cmd_train(args):
@@ -145,20 +149,14 @@ def _cmd_train(args):
     return EXIT_OK
 
 
-def _run_dir_config(model, config_path, data_root):
+def _run_dir_config(model, path, data_root):
     """The config for MODEL: `--config`, else the run directory's config.yaml."""
-    from mtl_keras.config import ConfigError, load_config
+    from mtl_keras.config import load_config
 
-    if config_path is None:
+    if path is None:  # its existence was checked before TensorFlow started
         model = Path(model)
-        run_dir = model if model.is_dir() else model.parent
-        if not (run_dir / "config.yaml").is_file():
-            raise ConfigError(
-                f"No --config given and no config.yaml next to {model}: pass the "
-                "config whose dev data to use, e.g. --config my_run.yaml."
-            )
-        config_path = run_dir / "config.yaml"
-    return load_config(config_path, data_root=data_root)
+        path = (model if model.is_dir() else model.parent) / "config.yaml"
+    return load_config(path, data_root=data_root)
 
 
 def _cmd_evaluate(args):
@@ -187,30 +185,6 @@ def _cmd_export(args):
     return EXIT_OK
 
 
-def _serving_path(path):
-    """A SavedModel directory or `.keras` bundle for PATH (a run dir included)."""
-    from mtl_keras.train import RunError
-
-    path = Path(path)
-    if path.is_dir():
-        if (path / "saved_model.pb").is_file():
-            return path
-        if (path / "saved_model" / "saved_model.pb").is_file():
-            return path / "saved_model"
-        if (path / "model.keras").is_file():
-            return path / "model.keras"
-        raise RunError(
-            f"{path} is neither a SavedModel (no saved_model.pb) nor a run "
-            "directory (no saved_model/ or model.keras)."
-        )
-    if path.is_file() and path.suffix == ".keras":
-        return path
-    raise RunError(
-        f"No model at {path}: pass an exported SavedModel directory, a run "
-        "directory or a .keras file written by `mtl-keras train`."
-    )
-
-
 def _read_texts(args):
     texts = []
     for text in args.texts:
@@ -228,7 +202,7 @@ def _cmd_predict(args):
     from mtl_keras.export import predict_texts
     from mtl_keras.train import RunError
 
-    path = _serving_path(args.path)
+    path = serving_path(args.path)
     texts = _read_texts(args)
     if not texts:
         raise RunError(
@@ -285,9 +259,9 @@ def build_parser():
     train.add_argument(
         "--config",
         help="YAML or JSON run config, or a shipped config name ("
-        + ", ".join(sorted(p.stem for p in (Path(__file__).parent / "configs").glob("*.yaml")))
+        + ", ".join(p.stem for p in shipped_configs())
         + ")",
-    )  # the configs directory is read without importing mtl_keras.config (TensorFlow)
+    )
     train.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
     train.add_argument("--epochs", type=int, help="override training.epochs")
     train.add_argument(
@@ -446,17 +420,23 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error (already printed)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    try:
+        first_line = check_before_tensorflow(args)
+    except (UsageError, ConfigError) as error:
+        return _fail(str(error))
+    if first_line and not getattr(args, "quiet", False):
+        print(first_line, flush=True)
     _quiet_tensorflow()
 
     from mtl_keras.checkpoints import CheckpointError
-    from mtl_keras.config import ConfigError
     from mtl_keras.data import DataValidationError
     from mtl_keras.distribute import StrategyError
     from mtl_keras.train import RunError
 
     try:
         return args.run(args)
-    except (ConfigError, DataValidationError, RunError, CheckpointError, StrategyError) as error:
+    except (ConfigError, UsageError, DataValidationError, RunError, CheckpointError,
+            StrategyError) as error:
         return _fail(str(error))
     except FileNotFoundError as error:
         return _fail(str(error))

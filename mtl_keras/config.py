@@ -25,7 +25,6 @@ checked once, by the constructors or their argument checks, at load time.
 """
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -50,14 +49,19 @@ from mtl_keras.config_checks import (
     sampler_parts,
     source_class,
 )
+from mtl_keras.config_files import (  # noqa: F401 (CONFIG_DIR, DEFAULT_CONFIG: re-exported)
+    CONFIG_DIR,
+    DEFAULT_CONFIG,
+    config_path,
+    read_config_file,
+    shipped_configs,
+)
 from mtl_keras.overrides import apply_overrides
 from mtl_keras.preprocess import TextPreprocessor
 from mtl_keras.tasks import Task
 from mtl_keras.training_settings import Training
 
 BUNDLED = "bundled"
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "sample.yaml"
 SPLITS = ("train", "dev", "test")  # data sections; test is evaluated only on request
 
 
@@ -310,7 +314,7 @@ def parse_config(mapping, *, source=None, data_root=None, check_files=True):
     >>> parse_config(mapping, check_files=False)
     Traceback (most recent call last):
     ...
-    mtl_keras.config_checks.ConfigError: encoder: hidden_dim (16) must be divisible by num_heads (3).
+    mtl_keras.config_files.ConfigError: encoder: hidden_dim (16) must be divisible by num_heads (3).
     """
     where = "the config" if source is None else f"config {source}"
     if not isinstance(mapping, dict):
@@ -362,28 +366,6 @@ def parse_config(mapping, *, source=None, data_root=None, check_files=True):
     return config
 
 
-def read_config_file(path):
-    """The plain data of a YAML (`yaml.safe_load`) or JSON config file.
-
-    Example:
-    >>> sorted(read_config_file(DEFAULT_CONFIG))[:3]
-    ['data', 'data_root', 'encoder']
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"Config file {path} does not exist. Shipped configs: "
-            f"{', '.join(p.stem for p in shipped_configs())}."
-        )
-    text = path.read_text(encoding="utf-8")
-    try:
-        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ConfigError(
-            f"Config file {path} is not valid {path.suffix[1:].upper()}: {error}"
-        ) from None
-
-
 def load_config(path=None, *, data_root=None, precision=None, check_files=True, overrides=(),
                 **training):
     """Loads a run config from a YAML or JSON file (default: the bundled sample).
@@ -397,10 +379,7 @@ def load_config(path=None, *, data_root=None, precision=None, check_files=True, 
     >>> config.training.epochs, config.encoder["hidden_dim"]
     (1, 16)
     """
-    if path is None:
-        path = DEFAULT_CONFIG
-    elif not Path(path).exists() and (CONFIG_DIR / f"{path}.yaml").is_file():
-        path = CONFIG_DIR / f"{path}.yaml"
+    path = config_path(path)
     mapping = apply_overrides(read_config_file(path), overrides)
     try:
         config = parse_config(mapping, source=path, data_root=data_root, check_files=False)
@@ -413,13 +392,3 @@ def load_config(path=None, *, data_root=None, precision=None, check_files=True, 
             message = f"{message} (config {path})"
         raise ConfigError(message) from None
     return config
-
-
-def shipped_configs():
-    """The config files that come with the package.
-
-    Example:
-    >>> "sample" in [path.stem for path in shipped_configs()]
-    True
-    """
-    return sorted(CONFIG_DIR.glob("*.yaml"))

@@ -14,14 +14,11 @@ import inspect
 from mtl_keras import data as data_lib
 from mtl_keras import weighting as weighting_lib
 from mtl_keras.backbone import SharedEncoder, check_encoder_arguments
+from mtl_keras.config_files import ConfigError  # noqa: F401 (re-exported)
 from mtl_keras.preprocess import TextPreprocessor, check_packing
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 JOINT = "joint"
-
-
-class ConfigError(ValueError):
-    """A problem in a run config; the message says where and what to fix."""
 
 
 def did_you_mean(word, choices):
@@ -60,11 +57,11 @@ def check_keys(mapping, targets, where, exclude=(), required=()):
     >>> check_keys({"epoch": 2}, train, "training")
     Traceback (most recent call last):
     ...
-    mtl_keras.config_checks.ConfigError: Unknown key 'epoch' in training. Valid keys: epochs, batch_size, learning_rate. Did you mean 'epochs'?
+    mtl_keras.config_files.ConfigError: Unknown key 'epoch' in training. Valid keys: epochs, batch_size, learning_rate. Did you mean 'epochs'?
     >>> check_keys({"batch_size": "64"}, train, "training")
     Traceback (most recent call last):
     ...
-    mtl_keras.config_checks.ConfigError: training: batch_size must be an integer, got '64'.
+    mtl_keras.config_files.ConfigError: training: batch_size must be an integer, got '64'.
     """
     if not isinstance(mapping, dict):
         raise ConfigError(
@@ -103,7 +100,7 @@ def build(target, mapping, where, **extra):
     >>> build(Task, {"name": "t", "kind": "ranking"}, "tasks[0]")
     Traceback (most recent call last):
     ...
-    mtl_keras.config_checks.ConfigError: tasks[0]: Task 't': unknown kind 'ranking'; expected one of multiclass, binary, multilabel, regression, tagging.
+    mtl_keras.config_files.ConfigError: tasks[0]: Task 't': unknown kind 'ranking'; expected one of multiclass, binary, multilabel, regression, tagging.
     """
     try:
         return target(**mapping, **extra)
@@ -133,7 +130,7 @@ def check_source(entry, where, task_names):
     >>> check_source({"file": "a.tsv", "tasks": ["topik"]}, "data.train[0]", ["topic"])
     Traceback (most recent call last):
     ...
-    mtl_keras.config_checks.ConfigError: data.train[0]: task 'topik' is not one of the config's tasks (topic). Did you mean 'topic'? Add it under `tasks:` or fix the name.
+    mtl_keras.config_files.ConfigError: data.train[0]: task 'topik' is not one of the config's tasks (topic). Did you mean 'topic'? Add it under `tasks:` or fix the name.
     """
     cls = source_class(entry, where)
     check_keys(entry, cls, where, required=("tasks",))
@@ -173,7 +170,7 @@ def check_sampler(sampler):
     >>> check_sampler("proportionnal")
     Traceback (most recent call last):
     ...
-    mtl_keras.config_checks.ConfigError: sampler must be one of joint, proportional, temperature, uniform, annealed, got 'proportionnal'. Did you mean 'proportional'?
+    mtl_keras.config_files.ConfigError: sampler must be one of joint, proportional, temperature, uniform, annealed, got 'proportionnal'. Did you mean 'proportional'?
     """
     name, kwargs = sampler_parts(sampler)
     choices = (JOINT, *data_lib.SAMPLERS)
@@ -197,7 +194,7 @@ def check_weighting(spec):
     >>> check_weighting({"method": "famo", "learning_rate": 0.1})
     Traceback (most recent call last):
     ...
-    mtl_keras.config_checks.ConfigError: Unknown key 'learning_rate' in weighting. Valid keys: logit_learning_rate, logit_decay, epsilon. Did you mean 'logit_learning_rate'?
+    mtl_keras.config_files.ConfigError: Unknown key 'learning_rate' in weighting. Valid keys: logit_learning_rate, logit_decay, epsilon. Did you mean 'logit_learning_rate'?
     """
     name, kwargs = weighting_lib.method_parts(spec)
     if name not in weighting_lib.METHODS:
@@ -304,7 +301,7 @@ def check_split(entries, split, task_names):
     >>> check_split([{"file": "t.tsv", "tasks": ["topic"]}], "dev", ["topic", "rating"])
     Traceback (most recent call last):
     ...
-    mtl_keras.config_checks.ConfigError: Task 'rating' has no dev source: add a source under data.dev whose `tasks` maps 'rating' to a column.
+    mtl_keras.config_files.ConfigError: Task 'rating' has no dev source: add a source under data.dev whose `tasks` maps 'rating' to a column.
     """
     entries = entries if isinstance(entries, (list, tuple)) else [entries]
     checked = tuple(

@@ -39,7 +39,7 @@ def check_monitor(monitor, tasks):
     >>> check_monitor("val_topic_acuracy", [Task("topic", "multiclass", num_classes=3)])
     Traceback (most recent call last):
     ...
-    mtl_keras.config_checks.ConfigError: training.monitor: 'val_topic_acuracy' is not logged; did you mean 'val_topic_accuracy'? Logged: val_loss, val_topic_loss, val_topic_accuracy, val_topic_macro_f1, val_topic_mcc.
+    mtl_keras.config_files.ConfigError: training.monitor: 'val_topic_acuracy' is not logged; did you mean 'val_topic_accuracy'? Logged: val_loss, val_topic_loss, val_topic_accuracy, val_topic_macro_f1, val_topic_mcc.
     """
     logged = ["val_loss"] + [
         f"val_{task.name}_{name}" for task in tasks for name in ("loss", *task.metric_names())

@@ -14,7 +14,7 @@ import re
 
 import yaml
 
-from mtl_keras.config_checks import ConfigError
+from mtl_keras.config_files import ConfigError
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 

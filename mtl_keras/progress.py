@@ -71,8 +71,9 @@ class Progress(keras.callbacks.Callback):
     Keras' own bar prints every log (three or more per task), which wraps
     over several lines; this shows `loss` and `<task>_<headline>` while
     training, and the same keys on the dev data at the end of an epoch. When
-    stdout is not a terminal (a log file, CI) it writes one line per epoch
-    and, in long epochs, a heartbeat line every `heartbeat_seconds`.
+    stdout is not a terminal (a log file, CI) it writes one plain line per
+    epoch (no bar, no colour escapes) and, in long epochs, a heartbeat line
+    every `heartbeat_seconds`.
 
     Example:
     >>> from mtl_keras import Task
@@ -88,10 +89,12 @@ class Progress(keras.callbacks.Callback):
         self.interactive = sys.stdout.isatty()
 
     def on_epoch_begin(self, epoch, logs=None):
-        print(f"{self.label + ': ' if self.label else ''}Epoch {epoch + 1}/{self.epochs}")
-        stateful = self.keys + [f"val_{k}" for k in self.keys]
-        self.progbar = keras.utils.Progbar(self.steps, stateful_metrics=stateful)
-        self.last = time.perf_counter()
+        self.title = f"{self.label + ': ' if self.label else ''}Epoch {epoch + 1}/{self.epochs}"
+        if self.interactive:
+            print(self.title)
+            stateful = self.keys + [f"val_{k}" for k in self.keys]
+            self.progbar = keras.utils.Progbar(self.steps, stateful_metrics=stateful)
+        self.last = self.start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         if self.interactive:
@@ -103,7 +106,23 @@ class Progress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         values = self._values(logs, "") + self._values(logs, "val_")
-        self.progbar.update(self.steps, values, finalize=True)
+        if self.interactive:
+            self.progbar.update(self.steps, values, finalize=True)
+        else:  # a log file: one plain line, no bar, no colour escapes
+            print(self.epoch_line(values, time.perf_counter() - self.start), flush=True)
+
+    def epoch_line(self, values, seconds):
+        """The plain line of an epoch for a log file.
+
+        Example:
+        >>> from mtl_keras import Task
+        >>> progress = Progress([Task("topic", "multiclass", 3)], epochs=2, steps=10)
+        >>> progress.title = "Epoch 1/2"
+        >>> progress.epoch_line([("loss", 0.51), ("val_loss", 0.6)], 3.2)
+        'Epoch 1/2: 10 steps, 3 s - loss: 0.5100 - val_loss: 0.6000'
+        """
+        shown = " - ".join(f"{key}: {value:.4f}" for key, value in values)
+        return f"{self.title}: {self.steps} steps, {seconds:.0f} s - {shown}"
 
     def _values(self, logs, prefix):
         logs = logs or {}

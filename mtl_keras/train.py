@@ -140,8 +140,7 @@ def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settin
     start = time.perf_counter()
     out = Path(out_dir)
     chief = worker_role(strategy).is_chief
-    if chief:
-        out.mkdir(parents=True, exist_ok=True)
+    if chief:  # the directory itself is made once the data passed its checks
         for name in ("metrics.json", FAILED):
             (out / name).unlink(missing_ok=True)
     result = fit_run(config, run_dir=out, verbose=verbose, restart=restart,

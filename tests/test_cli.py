@@ -1,3 +1,4 @@
+import contextlib
 import io
 import json
 import os
@@ -41,24 +42,67 @@ def run_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("cli")
     config = tiny_config(directory)
     out = directory / "run"
-    code = cli.main(
-        [
-            "train",
-            "--config",
-            str(config),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--seed",
-            "5",
-            "--set",
-            "training.warmup_fraction=0.2",
-            "--quiet",
-        ]
-    )
+    printed = io.StringIO()  # not a terminal: the progress lines a log file gets
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--seed",
+                "5",
+                "--set",
+                "training.warmup_fraction=0.2",
+            ]
+        )
     assert code == 0
+    (directory / "train_stdout.txt").write_text(printed.getvalue())
     return out
+
+
+def test_train_prints_a_first_line_at_once_and_plain_progress_to_a_file(run_dir):
+    lines = (run_dir.parent / "train_stdout.txt").read_text().splitlines()
+    assert lines[0] == (f"mtl-keras train: config {run_dir.parent / 'tiny.yaml'}, run directory "
+                        f"{run_dir}; starting TensorFlow...")
+    epoch = [line for line in lines if line.startswith("Epoch 1/1: ")]
+    assert len(epoch) == 1 and "val_topic_accuracy: " in epoch[0], lines
+    assert not any("\x1b" in line or "\r" in line for line in lines)  # no bar, no colours
+
+
+def test_wrong_arguments_are_reported_before_tensorflow_loads(tmp_path):
+    """The checks that need no TensorFlow answer without importing it."""
+    (tmp_path / "broken.yaml").write_text("tasks: [unclosed\n")
+    calls = [
+        ["train", "--config", str(tmp_path / "nothing.yaml")],
+        ["train", "--config", str(tmp_path / "broken.yaml")],
+        ["train", "--set", "encoder.hidden_dim"],  # no '='
+        ["train", "--set", "data.train.7.max_rows=5"],  # no such source
+        ["compare", "--config", str(tmp_path / "nothing.yaml")],
+        ["evaluate", str(tmp_path / "no-run")],
+        ["evaluate", str(tmp_path)],  # a directory without config.yaml
+        ["export", str(tmp_path / "no-run"), str(tmp_path / "out")],
+        ["predict", str(tmp_path / "no-run"), "a text"],
+        ["predict", str(DEFAULT_CONFIG.parent), "--file", "x"],  # not a model directory
+    ]
+    script = (
+        "import sys; sys.argv[0] = 'mtl-keras'\n"  # as the console script: names load lazily
+        "from mtl_keras.cli import main\n"
+        f"codes = [main(call) for call in {calls!r}]\n"
+        "print(codes, 'tensorflow' in sys.modules)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == f"{[2] * len(calls)} False", ran.stderr
+    errors = ran.stderr.split("mtl-keras: error: ")[1:]
+    assert len(errors) == len(calls) and not any("Traceback" in e for e in errors)
+    assert "nothing.yaml does not exist" in " ".join(errors[0].split())
+    assert "is not valid YAML" in errors[1]
 
 
 def test_flags_and_set_assignments_are_recorded_in_the_run_config(run_dir):
@@ -303,6 +347,7 @@ def test_bad_data_exits_2(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "'sport'" in err and "topic" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # a failed check leaves no run directory
 
 
 def test_predict_bad_path_and_usage_errors(tmp_path, capsys):
