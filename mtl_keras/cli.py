@@ -7,6 +7,7 @@
     mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR] [--split dev|test]
     mtl-keras export MODEL OUT_DIR
     mtl-keras predict PATH [TEXT ...] [--file F]      (TEXT "-": stdin lines)
+    mtl-keras serve PATH [--host 127.0.0.1] [--port 8501] [--name NAME] [limits]
     mtl-keras compare [--config FILE] [--seeds K] [--out DIR] [--epochs N] [--weighting A,B]
                       [--data-root DIR] [--multitask-budget F] [--set KEY=VALUE ...]
     mtl-keras --version
@@ -31,7 +32,6 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("MPLBACKEND", "Agg")  # plots go to files
 
-import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -45,7 +45,8 @@ from mtl_keras.cli_checks import (  # noqa: E402
     out_dir,
     serving_path,
 )
-from mtl_keras.config_files import ConfigError, shipped_configs  # noqa: E402
+from mtl_keras.cli_parser import build_parser  # noqa: E402
+from mtl_keras.config_files import ConfigError  # noqa: E402
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -217,6 +218,31 @@ def _cmd_predict(args):
     return EXIT_OK
 
 
+def _cmd_serve(args):
+    from mtl_keras.serve import Limits, ModelServer, make_server
+
+    path = serving_path(args.path)
+    try:
+        limits = Limits(args.max_body_bytes, args.max_batch, args.max_text_chars,
+                        args.timeout, args.workers)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    name = args.name or (path.parent if path.name == "saved_model" else path).stem
+    server = make_server(ModelServer(str(path), name, limits), args.host, args.port,
+                         verbose=not args.quiet)
+    host, port = server.server_address[:2]
+    print(f"Serving {path} on http://{host}:{port}/v1/models/{name} (POST :predict). "
+          "No authentication: keep it on localhost or behind a proxy. Ctrl-C stops it.",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("Stopped.", flush=True)
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
 def _cmd_compare(args):
     from mtl_keras.compare import compare
 
@@ -233,179 +259,14 @@ def _cmd_compare(args):
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------
-# Parser.
-
-
-def build_parser():
-    """build_parser.
-
-    Example:
-    >>> build_parser().parse_args(["train", "--epochs", "2"]).epochs
-    2
-    """
-    parser = argparse.ArgumentParser(
-        prog="mtl-keras",
-        description="Multi-task learning on text with Keras: one shared encoder, "
-        "one head per task.",
-    )
-    parser.add_argument("--version", action="version", version=f"mtl-keras {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    train = commands.add_parser(
-        "train",
-        help="train on a config (default: the bundled sample) into a run directory",
-    )
-    train.add_argument(
-        "--config",
-        help="YAML or JSON run config, or a shipped config name ("
-        + ", ".join(p.stem for p in shipped_configs())
-        + ")",
-    )
-    train.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
-    train.add_argument("--epochs", type=int, help="override training.epochs")
-    train.add_argument(
-        "--precision",
-        choices=["float32", "mixed_float16", "mixed_bfloat16", "auto"],
-        help="override precision (auto: bf16 on CPU/TPU, fp16 on GPU)",
-    )
-    train.add_argument(
-        "--data-root", help="override data_root (base of relative data paths)"
-    )
-    _add_setting_flags(train)
-    train.add_argument("--seed", type=int, help="override training.seed")
-    train.add_argument("--quiet", action="store_true", help="no progress bar or table")
-    train.add_argument(
-        "--restart", action="store_true",
-        help="delete the run directory's checkpoints and start over (default: resume)",
-    )
-    train.add_argument(
-        "--allow-changed-settings", action="store_true",
-        help="resume although training settings differ from the checkpoints'",
-    )
-    train.add_argument(
-        "--strategy", choices=["none", "mirrored", "multi_worker"], default="none",
-        help="tf.distribute strategy: mirrored = every local GPU; multi_worker = the "
-        "processes TF_CONFIG lists, each running this command (default: none)",
-    )
-    train.add_argument(
-        "--collective-timeout", type=float, metavar="SECONDS",
-        help="multi_worker: fail when another worker has not answered for this long "
-        "(default: wait)",
-    )
-    train.set_defaults(run=_cmd_train)
-
-    evaluate = commands.add_parser(
-        "evaluate", help="evaluate a trained model on each task's dev data"
-    )
-    evaluate.add_argument("model", help="run directory or .keras file")
-    evaluate.add_argument(
-        "--config", help="config with the dev data (default: the run's config.yaml)"
-    )
-    evaluate.add_argument(
-        "--json", help="also write the metrics as JSON here ('-': stdout)"
-    )
-    evaluate.add_argument("--data-root", help="override data_root")
-    evaluate.add_argument(
-        "--split", choices=("dev", "test"), default="dev",
-        help="evaluate on the config's dev data (default) or on its data.test",
-    )
-    evaluate.set_defaults(run=_cmd_evaluate)
-
-    export = commands.add_parser(
-        "export",
-        help="export a strings-in SavedModel from a run directory or .keras file",
-    )
-    export.add_argument("model", help="run directory or .keras file")
-    export.add_argument("out_dir", help="SavedModel directory to write")
-    export.set_defaults(run=_cmd_export)
-
-    predict = commands.add_parser(
-        "predict", help="predict every task for texts; one JSON object per text"
-    )
-    predict.add_argument(
-        "path", help="exported SavedModel, run directory or .keras file"
-    )
-    predict.add_argument(
-        "texts", nargs="*", metavar="TEXT", help="texts; '-' reads stdin lines"
-    )
-    predict.add_argument("--file", help="read texts from this file, one per line")
-    predict.add_argument("--batch-size", type=int, default=64, help=argparse.SUPPRESS)
-    predict.set_defaults(run=_cmd_predict)
-
-    compare = commands.add_parser(
-        "compare",
-        help="train the multi-task model and one single-task model per task on "
-        "the same data, over seeds; report dev metrics and compute",
-        description="Trains the multi-task model of a config and one single-task "
-        "model per task (same size, schedule and seed) for K seeds. Budget: each "
-        "single-task model trains `training.epochs` passes over its task's rows; "
-        "the multi-task model trains on F times the sum of their examples, drawn "
-        "by the config's sampler. Writes compare.json and compare.md.",
-    )
-    compare.add_argument(
-        "--config",
-        help="YAML or JSON run config with two or more tasks, or a "
-        "shipped config name (default: the bundled sample)",
-    )
-    compare.add_argument(
-        "--seeds", type=int, default=3, help="seeds per model (default 3)"
-    )
-    compare.add_argument(
-        "--out", help="output directory (default: runs/compare-<config>-<time>)"
-    )
-    compare.add_argument(
-        "--epochs", type=int, help="override training.epochs (single-task passes)"
-    )
-    compare.add_argument(
-        "--multitask-budget",
-        type=float,
-        metavar="F",
-        help="multi-task examples as a share of the single-task runs' sum "
-        "(default 1/number of tasks)",
-    )
-    compare.add_argument(
-        "--own-vocabulary",
-        action="store_true",
-        help="each model learns its vocabulary from its own training texts "
-        "(default: one vocabulary from all tasks' texts, shared)",
-    )
-    compare.add_argument(
-        "--precision",
-        choices=["float32", "mixed_float16", "mixed_bfloat16", "auto"],
-        help="override precision",
-    )
-    compare.add_argument(
-        "--weighting",
-        help="comma-separated weighting methods, one multi-task model each "
-        "(e.g. static,uncertainty,famo,pcgrad; default: the config's)",
-    )
-    compare.add_argument("--data-root", help="override data_root")
-    _add_setting_flags(compare)
-    compare.add_argument("--quiet", action="store_true", help="no progress lines")
-    compare.set_defaults(run=_cmd_compare)
-    return parser
-
-
-def _version():
-    # The installed distribution's version, read without importing mtl_keras
-    # (and so TensorFlow): `--version` answers at once.
-    from importlib import metadata
-
-    try:
-        return metadata.version("mtl_keras")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
-
-
-def _add_setting_flags(parser):
-    parser.add_argument("--batch-size", type=int, help="override training.batch_size")
-    parser.add_argument("--learning-rate", type=float, help="override training.learning_rate")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="change any config key, value in YAML syntax (repeatable), e.g. "
-        "--set encoder.hidden_dim=128 --set data.train.0.max_rows=500",
-    )
+COMMANDS = {
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "export": _cmd_export,
+    "predict": _cmd_predict,
+    "serve": _cmd_serve,
+    "compare": _cmd_compare,
+}
 
 
 def main(argv=None):
@@ -434,7 +295,7 @@ def main(argv=None):
     from mtl_keras.train import RunError
 
     try:
-        return args.run(args)
+        return COMMANDS[args.command](args)
     except (ConfigError, UsageError, DataValidationError, RunError, CheckpointError,
             StrategyError) as error:
         return _fail(str(error))

@@ -65,7 +65,7 @@ def check_before_tensorflow(args):
                     f"No --config given and no config.yaml next to {model}: pass the "
                     "config whose dev data to use, e.g. --config my_run.yaml."
                 )
-    if args.command == "predict":
+    if args.command in ("predict", "serve"):
         serving_path(args.path)
         if getattr(args, "file", None):
             _existing(args.file, "--file")
