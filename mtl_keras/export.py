@@ -27,6 +27,7 @@ from mtl_keras.kinds import THRESHOLD, format_rows
 from mtl_keras.model import MultiTaskModel
 from mtl_keras.preprocess import to_bytes
 from mtl_keras.tasks import Task
+from mtl_keras.warmup import write_warmup_requests
 
 METADATA_FILE = "mtl_keras.json"
 FORMAT = "mtl_keras.saved_model"
@@ -137,6 +138,7 @@ def export_saved_model(model, path):
         # Copied to `<path>/assets/mtl_keras.json` by `write_out`.
         _compat.attach_asset(archive, "metadata_file", metadata_path)
         archive.write_out(os.fspath(path), verbose=False)
+    write_warmup_requests(os.fspath(path), metadata["inputs"], metadata["sequence_length"])
     return metadata
 
 

@@ -14,7 +14,7 @@ ORDER = [
     "preprocess", "batching", "backbone", "weighting.base", "weighting.static", "weighting.uncertainty",
     "weighting.dwa", "weighting.rlw", "weighting.famo", "weighting.pcgrad", "weighting.cagrad",
     "weighting.upgrad", "weighting.imtl", "weighting", "step", "optimizers", "guards", "serving", "model",
-    "minilm", "pretrained", "loop", "checkpoints", "epochs", "diagnostics", "progress", "add_task", "export", "serve", "distribute", "run_files", "config_files", "config_checks", "training_settings", "overrides", "monitoring", "config",
+    "minilm", "pretrained", "loop", "checkpoints", "epochs", "diagnostics", "progress", "add_task", "warmup", "export", "serve", "distribute", "run_files", "config_files", "config_checks", "training_settings", "overrides", "monitoring", "config",
     "pipeline", "train",
     "compare_report", "compare", "cli_checks", "cli_parser", "cli",
 ]

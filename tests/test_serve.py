@@ -15,6 +15,7 @@ import pytest
 from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
 from mtl_keras.export import export_saved_model, load_for_serving
 from mtl_keras.serve import Limits, ModelServer, make_server
+from mtl_keras.warmup import read_warmup_requests
 
 TEXTS = ["the match was great", "a dull budget debate", "fresh bread", "new phone today",
          "the striker scored twice last night", "awful soup"]
@@ -153,3 +154,14 @@ def test_the_serve_command_answers_until_stopped(export):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_the_export_carries_tf_serving_warm_up_requests_that_run(export):
+    requests = read_warmup_requests(export)
+    assert [len(r.inputs["text"].string_val) for r in requests] == [1, 8]
+    assert all(r.model_spec.signature_name == "serving_default" for r in requests)
+    predictor = load_for_serving(export)
+    for request in requests:  # what TF Serving does with them when it loads the model
+        texts = [t.decode() for t in request.inputs["text"].string_val]
+        outputs = predictor.predict_arrays(texts)
+        assert outputs["topic_probabilities"].shape == (len(texts), 4)
