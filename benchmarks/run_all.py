@@ -6,6 +6,7 @@ themselves; running them side by side would only measure the contention):
 - `train_step.py`: our step against a plain Keras multi-output model
   (synthetic fixed-shape batches);
 - `serving.py`: strings-in against ids-in SavedModel latency;
+- `serve_http.py`: `mtl-keras serve` over loopback against the SavedModel in-process;
 - `peers.py`: training throughput on the real SST-2 + CoLA + AG News mix
   against a tutorial-style Keras model padded to 128 and three single-task
   models (skipped without `/work/shared/data`);
@@ -36,11 +37,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-BENCHMARKS = ("train_step", "serving", "peers", "minilm")
+BENCHMARKS = ("train_step", "serving", "serve_http", "peers", "minilm")
 # Extra arguments: a full run, and a smoke run.
 ARGUMENTS = {
     "train_step": ([], ["--smoke"]),
     "serving": (["--rounds", "5"], ["--smoke"]),
+    "serve_http": (["--rounds", "3"], ["--smoke"]),
     "peers": ([], ["--smoke"]),
     "minilm": ([], ["--smoke"]),
 }
