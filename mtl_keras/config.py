@@ -56,6 +56,7 @@ from mtl_keras.config_files import (  # noqa: F401 (CONFIG_DIR, DEFAULT_CONFIG: 
     read_config_file,
     shipped_configs,
 )
+from mtl_keras.data_report import OVERLAP_POLICIES
 from mtl_keras.overrides import apply_overrides
 from mtl_keras.preprocess import TextPreprocessor
 from mtl_keras.tasks import Task
@@ -75,6 +76,10 @@ class DataConfig:
         test: optional held-out sources, evaluated only on request
             (`mtl-keras evaluate RUN --split test`).
         empty_text: `keep` or `error` for empty texts.
+        overlap: what a share of dev texts above `max_overlap` that also
+            occur in the training data does (`data_report.check_overlap`):
+            `warn` (default), `error` (stop before training) or `ignore`.
+        max_overlap: that share (0.01: one dev text in a hundred).
 
     Example:
     >>> DataConfig(train=({"file": "train.tsv", "tasks": ["topic"]},), empty_text="drop")
@@ -87,8 +92,14 @@ class DataConfig:
     dev: tuple = ()
     test: tuple = ()
     empty_text: str = "keep"
+    overlap: str = "warn"
+    max_overlap: float = 0.01
 
     def __post_init__(self):
+        if self.overlap not in OVERLAP_POLICIES:
+            raise ValueError(f"overlap must be one of {OVERLAP_POLICIES}, got {self.overlap!r}.")
+        if not 0 <= self.max_overlap <= 1:
+            raise ValueError(f"max_overlap must be a share in [0, 1], got {self.max_overlap!r}.")
         if self.empty_text not in data_lib.EMPTY_TEXT_POLICIES:
             raise ValueError(
                 f"empty_text must be one of {data_lib.EMPTY_TEXT_POLICIES}, "
@@ -264,6 +275,8 @@ class RunConfig:
             "data": {
                 **{split: [plain(e) for e in getattr(self.data, split)] for split in SPLITS},
                 "empty_text": self.data.empty_text,
+                "overlap": self.data.overlap,
+                "max_overlap": self.data.max_overlap,
             },
             "preprocessor": dict(self.preprocessor),
             "encoder": dict(self.encoder),

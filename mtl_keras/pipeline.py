@@ -16,6 +16,7 @@ in one pass (how `compare` gives each model its budget).
 """
 
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ import tensorflow as tf
 from mtl_keras import checkpoints, distribute, guards, monitoring, run_files
 from mtl_keras import data as data_lib
 from mtl_keras.batching import make_batches, report_cut_words
+from mtl_keras.data_report import check_overlap, data_report, format_report
 from mtl_keras.diagnostics import GradientDiagnostics
 from mtl_keras.epochs import (
     EpochBatches,
@@ -93,6 +95,7 @@ class _Data:
     train_sources: list
     dev_sources: list
     tables: list  # `data.Examples` of the training sources
+    dev_tables: list  # and of the dev sources
     rows: object  # a `data.JointRows` or a `data.Mixture`: the examples of each epoch
     examples_per_epoch: int
 
@@ -108,7 +111,7 @@ def read_data(config):
     tasks, empty_text = config.tasks, config.data.empty_text
     train, dev = config.sources("train"), config.sources("dev")
     tables = data_lib.validate(tasks, train, empty_text=empty_text)
-    data_lib.validate(tasks, dev, empty_text=empty_text, split="evaluation")
+    dev_tables = data_lib.validate(tasks, dev, empty_text=empty_text, split="evaluation")
     sampler, seed = config.sampler_object(), config.training.seed
     every_task = config.training.batching == "every_task"
     if sampler is None:
@@ -123,7 +126,7 @@ def read_data(config):
             empty_text=empty_text,
             batch_size=config.training.batch_size if every_task else None,
         )
-    return _Data(train, dev, tables, rows, rows.epoch_size)
+    return _Data(train, dev, tables, dev_tables, rows, rows.epoch_size)
 
 
 def training_texts(tables):
@@ -335,6 +338,10 @@ def _fit_run(config, role, examples, preprocessor, strategy, callbacks, run_dir,
     if preprocessor is None:
         preprocessor = config.build_preprocessor(training_texts(data.tables))
     report_cut_words(preprocessor, training_texts(data.tables))
+    report = data_report(preprocessor, data.tables, {"dev": data.dev_tables})
+    check_overlap(report, config.data.max_overlap, config.data.overlap)
+    if verbose:
+        print(format_report(report, preprocessor.sequence_length), flush=True)
     vocabulary_seconds = time.perf_counter() - prepared
     counter = BatchCounter([t.name for t in config.tasks])
     epochs = 1 if examples is not None else training.epochs
@@ -352,6 +359,8 @@ def _fit_run(config, role, examples, preprocessor, strategy, callbacks, run_dir,
     write_dir = role.write_dir
     if run_dir is not None:
         run_files.prepare(run_dir, role, restart)
+        if role.is_chief:
+            (run_dir / "data_report.json").write_text(json.dumps(report, indent=2) + "\n")
         checkpoint = run_files.training_checkpoint(config, data, model, run_dir, role,
                                                    allow_changed_settings)
         if role.count > 1:

@@ -262,6 +262,27 @@ class TextPreprocessor(keras.layers.Layer):
             found = {k: v[0] for k, v in found.items()}
         return inputs, found
 
+    def untruncated_lengths(self, text, text_pair=None):
+        """Each row's word pieces with its special tokens, before truncation (int32 [B]).
+
+        Example:
+        >>> preprocessor = TextPreprocessor(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a"], 4)
+        >>> preprocessor.untruncated_lengths(["a a a a", "a"]).numpy().tolist()
+        [6, 3]
+        """
+        text = tf.reshape(tf.convert_to_tensor(text), [-1])
+        if self.align_words:  # pieces word by word, as `word_alignment` makes them
+            split, _, _ = words.split_words_with_offsets(clean_text(text))
+            pieces = self._tokenize_words(split)
+            lengths = tf.reduce_sum(pieces.row_lengths(axis=2), axis=1)
+        else:
+            lengths = self._tokenize(text).row_lengths()
+        specials = 2
+        if text_pair is not None:
+            text_pair = tf.reshape(tf.convert_to_tensor(text_pair), [-1])
+            lengths, specials = lengths + self._tokenize(text_pair).row_lengths(), 3
+        return tf.cast(lengths, tf.int32) + specials
+
     def _packer(self, sequence_length, fill=None):
         # Built per call, from the tokenizer's current vocabulary, because a
         # `.keras` file restores that vocabulary after `__init__`. With

@@ -11,7 +11,7 @@ ORDER = [
     "_compat", "plots", "metrics", "words", "entities", "kinds.base", "kinds.multiclass", "kinds.binary",
     "kinds.multilabel", "kinds.regression", "kinds.tagging", "kinds", "tasks",
     "data.examples", "data.conll", "data.sources", "data.tfds_source", "data.mixing", "data.sample", "data",
-    "preprocess", "batching", "backbone", "weighting.base", "weighting.static", "weighting.uncertainty",
+    "preprocess", "batching", "data_report", "backbone", "weighting.base", "weighting.static", "weighting.uncertainty",
     "weighting.dwa", "weighting.rlw", "weighting.famo", "weighting.pcgrad", "weighting.cagrad",
     "weighting.upgrad", "weighting.imtl", "weighting", "step", "optimizers", "guards", "serving", "model",
     "minilm", "pretrained", "loop", "checkpoints", "epochs", "diagnostics", "progress", "add_task", "warmup", "export", "serve", "distribute", "run_files", "config_files", "config_checks", "training_settings", "overrides", "monitoring", "config",
