@@ -11,6 +11,9 @@
                       [--data-root DIR] [--multitask-budget F] [--set KEY=VALUE ...]
     mtl-keras --version
 
+`evaluate`, `export` and `predict` load only models whose SHA-256 manifest
+matches (`mtl_keras.manifest`); `--trust-unverified` (unsafe) skips that.
+
 With no `--config`, `train` runs the bundled sample (`configs/sample.yaml`)
 into `runs/<config>`; rerunning it resumes from the run's newest checkpoint.
 MODEL is a run directory or a `.keras` file; PATH is also allowed to be an
@@ -165,7 +168,9 @@ def _cmd_evaluate(args):
     from mtl_keras.train import format_metrics_table, run_evaluation
 
     config = _run_dir_config(args.model, args.config, args.data_root)
-    metrics = run_evaluation(args.model, config, split=args.split)
+    metrics = run_evaluation(
+        args.model, config, split=args.split, trust_unverified=args.trust_unverified
+    )
     print(format_metrics_table(metrics))
     text = json.dumps(metrics, indent=2)
     if args.json == "-":
@@ -181,7 +186,8 @@ def _cmd_export(args):
     from mtl_keras.export import export_saved_model
     from mtl_keras.train import load_run_model
 
-    metadata = export_saved_model(load_run_model(args.model), args.out_dir)
+    model = load_run_model(args.model, trust_unverified=args.trust_unverified)
+    metadata = export_saved_model(model, args.out_dir)
     tasks = ", ".join(f"{t['name']} ({t['kind']})" for t in metadata["tasks"])
     print(f"Exported a SavedModel to {args.out_dir}: takes raw text; tasks {tasks}.")
     return EXIT_OK
@@ -235,7 +241,10 @@ def _cmd_predict(args):
             "No texts to predict: pass TEXT arguments, `-` for stdin or --file F."
         )
     try:
-        results = predict_texts(str(path), texts, batch_size=args.batch_size)
+        results = predict_texts(
+            str(path), texts, batch_size=args.batch_size,
+            trust_unverified=args.trust_unverified,
+        )
     except ValueError as error:
         raise RunError(str(error)) from None
     for result in results:
@@ -336,6 +345,7 @@ def build_parser():
         "--split", choices=("dev", "test"), default="dev",
         help="evaluate on the config's dev data (default) or on its data.test",
     )
+    _add_trust_flag(evaluate)
     evaluate.set_defaults(run=_cmd_evaluate)
 
     export = commands.add_parser(
@@ -344,6 +354,7 @@ def build_parser():
     )
     export.add_argument("model", help="run directory or .keras file")
     export.add_argument("out_dir", help="SavedModel directory to write")
+    _add_trust_flag(export)
     export.set_defaults(run=_cmd_export)
 
     predict = commands.add_parser(
@@ -357,6 +368,7 @@ def build_parser():
     )
     predict.add_argument("--file", help="read texts from this file, one per line")
     predict.add_argument("--batch-size", type=int, default=64, help=argparse.SUPPRESS)
+    _add_trust_flag(predict)
     predict.set_defaults(run=_cmd_predict)
 
     compare = commands.add_parser(
@@ -422,6 +434,15 @@ def _version():
         return metadata.version("mtl_keras")
     except metadata.PackageNotFoundError:
         return "unknown (not installed)"
+
+
+def _add_trust_flag(parser):
+    parser.add_argument(
+        "--trust-unverified", action="store_true",
+        help="UNSAFE: load a model without (or not matching) its SHA-256 manifest, "
+        "e.g. a SavedModel mtl_keras did not export; loading a SavedModel runs "
+        "its code, so use it only for a model from a source you trust",
+    )
 
 
 def _add_setting_flags(parser):
