@@ -11,10 +11,49 @@ load on first use (PEP 562).
 """
 
 import importlib
+import importlib.metadata
 import os
 import sys
 
 __version__ = "0.2.0"
+
+
+def _keras_floor():
+    """The lowest Keras the installed mtl_keras requires (setup.cfg's
+    `keras>=...`, read from the distribution's metadata); None if unknown."""
+    from packaging.requirements import Requirement
+
+    try:
+        requirements = importlib.metadata.requires("mtl_keras") or []
+    except importlib.metadata.PackageNotFoundError:  # a source tree, not installed
+        return None
+    for line in requirements:
+        requirement = Requirement(line)
+        if requirement.name == "keras" and requirement.marker is None:
+            floors = [s.version for s in requirement.specifier if s.operator == ">="]
+            return floors[0] if floors else None
+    return None
+
+
+def _check_keras_version():
+    """Refuses a Keras older than the floor (pip enforces it at install
+    time only; an environment can change afterwards)."""
+    from packaging.version import Version
+
+    floor = _keras_floor()
+    try:
+        installed = importlib.metadata.version("keras")
+    except importlib.metadata.PackageNotFoundError:
+        return  # importing keras will say it is missing
+    if floor is not None and Version(installed) < Version(floor):
+        raise ImportError(
+            f"mtl_keras needs keras>={floor}, but keras {installed} is installed "
+            "(the floor of setup.cfg: the oldest Keras whose safe_mode loading "
+            f"and private APIs mtl_keras is tested with): pip install 'keras>={floor}'."
+        )
+
+
+_check_keras_version()
 
 _EXPORTS = {
     "KINDS": "mtl_keras.kinds",

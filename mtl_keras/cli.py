@@ -12,6 +12,9 @@
                       [--data-root DIR] [--multitask-budget F] [--set KEY=VALUE ...]
     mtl-keras --version
 
+`evaluate`, `export`, `predict` and `serve` load only models whose SHA-256 manifest
+matches (`mtl_keras.manifest`); `--trust-unverified` (unsafe) skips that.
+
 With no `--config`, `train` runs the bundled sample (`configs/sample.yaml`)
 into `runs/<config>`; rerunning it resumes from the run's newest checkpoint.
 MODEL is a run directory or a `.keras` file; PATH is also allowed to be an
@@ -164,7 +167,9 @@ def _cmd_evaluate(args):
     from mtl_keras.train import format_metrics_table, run_evaluation
 
     config = _run_dir_config(args.model, args.config, args.data_root)
-    metrics = run_evaluation(args.model, config, split=args.split)
+    metrics = run_evaluation(
+        args.model, config, split=args.split, trust_unverified=args.trust_unverified
+    )
     print(format_metrics_table(metrics))
     text = json.dumps(metrics, indent=2)
     if args.json == "-":
@@ -180,7 +185,8 @@ def _cmd_export(args):
     from mtl_keras.export import export_saved_model
     from mtl_keras.train import load_run_model
 
-    metadata = export_saved_model(load_run_model(args.model), args.out_dir)
+    model = load_run_model(args.model, trust_unverified=args.trust_unverified)
+    metadata = export_saved_model(model, args.out_dir)
     tasks = ", ".join(f"{t['name']} ({t['kind']})" for t in metadata["tasks"])
     print(f"Exported a SavedModel to {args.out_dir}: takes raw text; tasks {tasks}.")
     return EXIT_OK
@@ -210,7 +216,10 @@ def _cmd_predict(args):
             "No texts to predict: pass TEXT arguments, `-` for stdin or --file F."
         )
     try:
-        results = predict_texts(str(path), texts, batch_size=args.batch_size)
+        results = predict_texts(
+            str(path), texts, batch_size=args.batch_size,
+            trust_unverified=args.trust_unverified,
+        )
     except ValueError as error:
         raise RunError(str(error)) from None
     for result in results:
@@ -228,8 +237,8 @@ def _cmd_serve(args):
     except ValueError as error:
         raise UsageError(str(error)) from None
     name = args.name or (path.parent if path.name == "saved_model" else path).stem
-    server = make_server(ModelServer(str(path), name, limits), args.host, args.port,
-                         verbose=not args.quiet)
+    model_server = ModelServer(str(path), name, limits, trust_unverified=args.trust_unverified)
+    server = make_server(model_server, args.host, args.port, verbose=not args.quiet)
     host, port = server.server_address[:2]
     print(f"Serving {path} on http://{host}:{port}/v1/models/{name} (POST :predict). "
           "No authentication: keep it on localhost or behind a proxy. Ctrl-C stops it.",

@@ -81,6 +81,7 @@ def build_parser():
         "--split", choices=("dev", "test"), default="dev",
         help="evaluate on the config's dev data (default) or on its data.test",
     )
+    _add_trust_flag(evaluate)
 
     export = commands.add_parser(
         "export",
@@ -88,6 +89,7 @@ def build_parser():
     )
     export.add_argument("model", help="run directory or .keras file")
     export.add_argument("out_dir", help="SavedModel directory to write")
+    _add_trust_flag(export)
 
     predict = commands.add_parser(
         "predict", help="predict every task for texts; one JSON object per text"
@@ -100,6 +102,7 @@ def build_parser():
     )
     predict.add_argument("--file", help="read texts from this file, one per line")
     predict.add_argument("--batch-size", type=int, default=64, help=argparse.SUPPRESS)
+    _add_trust_flag(predict)
 
     serve = commands.add_parser(
         "serve", help="answer TF Serving's REST API for an export over HTTP (localhost)")
@@ -118,6 +121,7 @@ def build_parser():
     ):
         serve.add_argument(flag, type=kind, default=default, help=f"{what} (default {default})")
     serve.add_argument("--quiet", action="store_true", help="no request log")
+    _add_trust_flag(serve)
 
     compare = commands.add_parser(
         "compare",
@@ -181,6 +185,15 @@ def _version():
         return metadata.version("mtl_keras")
     except metadata.PackageNotFoundError:
         return "unknown (not installed)"
+
+
+def _add_trust_flag(parser):
+    parser.add_argument(
+        "--trust-unverified", action="store_true",
+        help="UNSAFE: load a model without (or not matching) its SHA-256 manifest, "
+        "e.g. a SavedModel mtl_keras did not export; loading a SavedModel runs "
+        "its code, so use it only for a model from a source you trust",
+    )
 
 
 def _add_setting_flags(parser):

@@ -11,6 +11,11 @@
 `predict_texts(path, texts)` returns one JSON-serializable dict per text.
 `.keras` files are always loaded with `safe_mode=True`, and files that carry
 Python code (a `Lambda` layer) are refused (`load_keras_model`).
+
+Every export ends with a SHA-256 manifest of its files
+(`mtl_keras.manifest`), and every loader here checks it before TensorFlow
+opens the SavedModel (loading one runs its graph): a changed, missing or
+extra file, or no manifest, is refused unless `trust_unverified=True`.
 """
 
 import json
@@ -24,6 +29,7 @@ import tensorflow as tf
 
 from mtl_keras import __version__, _compat
 from mtl_keras.kinds import THRESHOLD, format_rows
+from mtl_keras.manifest import verify_keras_file, verify_manifest, write_manifest
 from mtl_keras.model import MultiTaskModel
 from mtl_keras.preprocess import to_bytes
 from mtl_keras.tasks import Task
@@ -33,10 +39,6 @@ METADATA_FILE = "mtl_keras.json"
 FORMAT = "mtl_keras.saved_model"
 FORMAT_VERSION = 2
 SIGNATURES = ("serving_default", "serve_token_ids", "metadata")
-IDS_SIGNATURE = [
-    tf.TensorSpec([None, None], tf.int32, name="token_ids"),
-    tf.TensorSpec([None, None], tf.bool, name="padding_mask"),
-]
 
 
 def build_metadata(model):
@@ -81,9 +83,14 @@ def export_saved_model(model, path):
       of its kind (`TaskKind.serving_outputs`: `<task>_probabilities` and
       `<task>_label`, or `<task>_value` for regression), and `num_tokens`.
     - `serve_token_ids(token_ids: int32 [B, L], padding_mask: bool [B, L])`:
-      the same outputs from already packed ids (`L` <= `sequence_length`).
+      the same outputs from already packed ids (`L` <= `sequence_length`,
+      ids in `[0, vocabulary_size)`, the mask of the ids' shape; other
+      inputs fail with an `InvalidArgumentError` naming the input).
     - `metadata()`: `{"metadata": string []}`, the JSON of `build_metadata`
       (also stored as `assets/mtl_keras.json`).
+
+    Last, `mtl_keras_manifest.json` records the SHA-256 of every file
+    written (`mtl_keras.manifest`); mtl_keras's loaders verify it.
 
     Loading needs the tensorflow-text ops registered: `import tensorflow_text`
     before `tf.saved_model.load(path)`. The stock `saved_model_cli run`
@@ -126,7 +133,7 @@ def export_saved_model(model, path):
     archive.track(model)
     endpoints = {  # name: (function, input signature), as in SIGNATURES
         "serving_default": (model.serve_text, model.text_signature()),
-        "serve_token_ids": (model.serving_outputs, IDS_SIGNATURE),
+        "serve_token_ids": (model.serve_token_ids, model.ids_signature()),
         "metadata": (lambda: {"metadata": tf.constant(metadata_json)}, []),
     }
     for name, (function, signature) in endpoints.items():
@@ -139,6 +146,7 @@ def export_saved_model(model, path):
         _compat.attach_asset(archive, "metadata_file", metadata_path)
         archive.write_out(os.fspath(path), verbose=False)
     write_warmup_requests(os.fspath(path), metadata["inputs"], metadata["sequence_length"])
+    write_manifest(path)  # the last step: it lists every file written above
     return metadata
 
 
@@ -159,8 +167,13 @@ def read_metadata(path):
         return json.load(f)
 
 
-def load_saved_model(path):
-    """`tf.saved_model.load` with the tensorflow-text ops registered.
+def load_saved_model(path, trust_unverified=False):
+    """`tf.saved_model.load` with the tensorflow-text ops registered, once
+    the directory's manifest is verified (`manifest.verify_manifest`).
+
+    Raises:
+        ManifestError: a file differs from the manifest, or there is none;
+            `trust_unverified=True` loads a foreign SavedModel unchecked.
 
     Example:
     >>> import tempfile
@@ -172,6 +185,7 @@ def load_saved_model(path):
     >>> sorted(load_saved_model(saved).signatures)
     ['metadata', 'serve_token_ids', 'serving_default']
     """
+    verify_manifest(path, trust_unverified=trust_unverified)  # before any code runs
     import tensorflow_text  # noqa: F401  (registers the tokenizer ops)
 
     return tf.saved_model.load(os.fspath(path))
@@ -196,14 +210,18 @@ def _refuse_code(path, what):
     )
 
 
-def load_keras_model(path, compile=True):
+def load_keras_model(path, compile=True, trust_unverified=False, require_manifest=False):
     """Loads a `.keras` file with `safe_mode=True`, refusing embedded code.
 
     A file whose config holds a `Lambda` layer or a serialized Python
-    `lambda` is refused before anything is deserialized.
+    `lambda` is refused before anything is deserialized. A file with a
+    manifest beside it (a run directory's `model.keras`) must match it;
+    `require_manifest=True` refuses a file without one.
 
     Raises:
         ValueError: the file is not a `.keras` archive, or it contains code.
+        ManifestError: it differs from its manifest (`trust_unverified=True`
+            skips the check).
 
     Example:
     >>> import tempfile
@@ -223,6 +241,7 @@ def load_keras_model(path, compile=True):
             f"{path} is not a .keras file; mtl_keras loads only the .keras "
             "format (which supports safe_mode)."
         )
+    verify_keras_file(path, trust_unverified, required=require_manifest)
     with zipfile.ZipFile(path) as archive:
         try:
             config = json.loads(archive.read("config.json"))
@@ -277,14 +296,19 @@ class Predictor:
         ]
 
     @classmethod
-    def from_saved_model(cls, path):
-        loaded = load_saved_model(path)
+    def from_saved_model(cls, path, trust_unverified=False):
+        loaded = load_saved_model(path, trust_unverified=trust_unverified)
         if "metadata" not in loaded.signatures:
             raise ValueError(
                 f"{path} was not written by mtl_keras.export.export_saved_model "
                 "(it has no 'metadata' signature)."
             )
         metadata = json.loads(loaded.signatures["metadata"]()["metadata"].numpy())
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT or not metadata.get("tasks"):
+            raise ValueError(
+                f"{path} was not written by mtl_keras.export.export_saved_model "
+                f"(its 'metadata' signature is not of format {FORMAT!r} with tasks)."
+            )
         if metadata.get("format_version") != FORMAT_VERSION:
             raise ValueError(
                 f"{path} is an mtl_keras export of format version "
@@ -294,8 +318,8 @@ class Predictor:
         return cls(loaded.signatures["serving_default"], metadata, path, loaded)
 
     @classmethod
-    def from_keras_file(cls, path):
-        model = load_keras_model(path, compile=False)
+    def from_keras_file(cls, path, trust_unverified=False):
+        model = load_keras_model(path, compile=False, trust_unverified=trust_unverified)
         if not isinstance(model, MultiTaskModel) or model.preprocessor is None:
             raise ValueError(
                 f"{path} holds a {type(model).__name__} without a preprocessor; "
@@ -335,8 +359,12 @@ class Predictor:
     __call__ = predict
 
 
-def load_for_serving(path):
+def load_for_serving(path, trust_unverified=False):
     """A `Predictor` for an exported SavedModel directory or a `.keras` file.
+
+    Both are verified against their manifest first (`load_saved_model`,
+    `load_keras_model`); `trust_unverified=True` skips that, for a foreign
+    SavedModel from a source you trust.
 
     Example:
     >>> load_for_serving("model.txt")
@@ -348,16 +376,16 @@ def load_for_serving(path):
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "saved_model.pb")):
             raise ValueError(f"{path} is a directory without a saved_model.pb.")
-        return Predictor.from_saved_model(path)
+        return Predictor.from_saved_model(path, trust_unverified)
     if path.endswith(".keras"):
-        return Predictor.from_keras_file(path)
+        return Predictor.from_keras_file(path, trust_unverified)
     raise ValueError(
         f"Cannot serve {path!r}: expected a SavedModel directory written by "
         "export_saved_model or a .keras file of a MultiTaskModel."
     )
 
 
-def predict_texts(path, texts, text_pairs=None, batch_size=64, top_k=None):
+def predict_texts(path, texts, text_pairs=None, batch_size=64, top_k=None, trust_unverified=False):
     """Loads `path` (SavedModel dir or `.keras` file) and predicts `texts`.
 
     Returns one JSON-serializable dict per text (see `Predictor`).
@@ -372,6 +400,6 @@ def predict_texts(path, texts, text_pairs=None, batch_size=64, top_k=None):
     >>> len(predict_texts(keras_file, ["pets"], top_k=2)[0]["tags"]["probabilities"])
     2
     """
-    return load_for_serving(path).predict(
+    return load_for_serving(path, trust_unverified).predict(
         texts, text_pairs, batch_size=batch_size, top_k=top_k
     )

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -111,8 +112,7 @@ def minilm_preset_dir(cache_dir=None):
     # caller never leaves a half-written directory behind.
     staging = Path(tempfile.mkdtemp(prefix=".minilm-", dir=target.parent))
     try:
-        with zipfile.ZipFile(zip_path) as archive:
-            archive.extractall(staging)
+        extract_zip(zip_path, staging)
         write_vocab_txt(staging / "tokenizer.json", staging / "vocab.txt")
         staging.chmod(0o755)  # mkdtemp makes it private
         if target.exists():
@@ -126,6 +126,38 @@ def minilm_preset_dir(cache_dir=None):
     if not _is_complete(target, zip_path):
         raise RuntimeError(f"Unpacking {zip_path} into {target} failed.")
     return target
+
+
+def extract_zip(zip_path, directory):
+    """Unpacks a zip archive into `directory`, refusing unsafe members first.
+
+    A member whose name is absolute, climbs out with `..`, names a drive or
+    is a symbolic link raises a `ValueError` naming it; nothing is written.
+
+    Example:
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> with zipfile.ZipFile(folder / "bad.zip", "w") as archive:
+    ...     archive.writestr("../outside.txt", "x")
+    >>> extract_zip(folder / "bad.zip", folder / "out")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: .../bad.zip holds '../outside.txt', a path outside the directory it unpacks into; refusing to unpack it.
+    """
+    with zipfile.ZipFile(zip_path) as archive:
+        members = archive.infolist()
+        for member in members:
+            name = member.filename
+            parts = name.replace("\\", "/").split("/")
+            if name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+                raise ValueError(
+                    f"{zip_path} holds {name!r}, a path outside the directory it "
+                    "unpacks into; refusing to unpack it."
+                )
+            if stat.S_ISLNK(member.external_attr >> 16):
+                raise ValueError(
+                    f"{zip_path} holds {name!r}, a symbolic link; refusing to unpack it."
+                )
+        archive.extractall(directory, members=members)
 
 
 def _is_complete(target, zip_path):

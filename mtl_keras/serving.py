@@ -3,6 +3,13 @@
 `TextServing` is mixed into `MultiTaskModel`: it tokenizes raw strings with
 the model's preprocessor (in the graph, for the SavedModel), computes each
 kind's serving outputs, and formats them as label names for clients.
+
+The served functions check their inputs in the graph (`tf.debugging`
+asserts, which hold in a loaded SavedModel and in TF Serving): a wrong rank,
+a too-long input, an id outside the vocabulary or a mask of another shape
+fail with an `InvalidArgumentError` that names the input and the limit.
+Their signatures leave the rank open (`TensorSpec(None)`), since a declared
+rank lets TensorFlow fold such a check away without enforcing it.
 """
 
 import weakref
@@ -71,9 +78,55 @@ class TextServing:
                 outputs.update(kind.serving_outputs(task, z, padding_mask))
         return outputs
 
+    def serve_token_ids(self, token_ids, padding_mask):
+        """What the SavedModel serves for packed ids, once they are checked:
+        both `[batch, length]`, `length <= sequence_length`, the ids in
+        `[0, vocabulary_size)` (those of the preprocessor)."""
+        preprocessor = self._require_preprocessor()
+        token_ids = _checked_rank(token_ids, "token_ids", 2)
+        padding_mask = _checked_rank(padding_mask, "padding_mask", 2)
+        capacity, vocabulary = preprocessor.sequence_length, preprocessor.vocabulary_size
+        where = "serve_token_ids: "
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(padding_mask), tf.shape(token_ids),
+                message=where + "padding_mask must have the shape of token_ids",
+            ),
+            tf.debugging.assert_less_equal(
+                tf.shape(token_ids)[1], capacity,
+                message=where + f"token_ids has more positions than sequence_length {capacity}",
+            ),
+            tf.debugging.assert_non_negative(
+                token_ids, message=where + f"token_ids holds a negative id; ids are in [0, {vocabulary})",
+            ),
+            tf.debugging.assert_less(
+                token_ids, vocabulary,
+                message=where + f"token_ids holds an id >= the vocabulary size {vocabulary}",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            token_ids, padding_mask = tf.identity(token_ids), tf.identity(padding_mask)
+        return self.serving_outputs(token_ids, padding_mask)
+
+    def ids_signature(self):
+        """The `tf.TensorSpec`s of `serve_token_ids`'s inputs (rank checked inside)."""
+        return [
+            tf.TensorSpec(None, tf.int32, name="token_ids"),
+            tf.TensorSpec(None, tf.bool, name="padding_mask"),
+        ]
+
     def serve_text(self, text, text_pair=None):
         """What the SavedModel serves for strings: tokenized in the graph."""
         preprocessor = self._require_preprocessor()
+        text = _checked_rank(text, "text", 1)
+        if text_pair is not None:
+            text_pair = _checked_rank(text_pair, "text_pair", 1)
+            same = tf.debugging.assert_equal(
+                tf.shape(text_pair), tf.shape(text),
+                message="serving_default: text_pair must hold one string per text",
+            )
+            with tf.control_dependencies([same]):
+                text_pair = tf.identity(text_pair)
         alignment = None
         if preprocessor.align_words and any(task.per_token for task in self.tasks):
             x, alignment = preprocessor.word_alignment(text)
@@ -90,10 +143,11 @@ class TextServing:
         )
 
     def text_signature(self):
-        """The `tf.TensorSpec`s of `serve_text`'s inputs."""
-        spec = [tf.TensorSpec([None], tf.string, name="text")]
+        """The `tf.TensorSpec`s of `serve_text`'s inputs: string `[batch]`
+        (the rank is checked inside)."""
+        spec = [tf.TensorSpec(None, tf.string, name="text")]
         if self._require_preprocessor().pair:
-            spec.append(tf.TensorSpec([None], tf.string, name="text_pair"))
+            spec.append(tf.TensorSpec(None, tf.string, name="text_pair"))
         return spec
 
     def serve_text_function(self):
@@ -128,6 +182,21 @@ class TextServing:
         if preprocess:
             dataset = dataset.map(lambda *segments: _model_inputs(preprocessor(*segments)))
         return dataset
+
+
+def _checked_rank(tensor, name, rank):
+    """`tensor` once a graph assert has checked its rank, with that static rank."""
+    shape = "[batch]" if rank == 1 else "[batch, length]"
+    check = tf.debugging.assert_equal(
+        tf.rank(tensor), rank,
+        message=f"{name} must be a rank-{rank} tensor {shape}",
+    )
+    with tf.control_dependencies([check]):
+        # A reshape to its own shape, after the check: gives the model a
+        # static rank without an op TensorFlow could run before the check.
+        checked = tf.reshape(tensor, tf.shape(tensor)[:rank])
+    checked.set_shape([None] * rank)
+    return checked
 
 
 def _segments(text, text_pair):

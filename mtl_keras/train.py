@@ -5,6 +5,7 @@ directory:
 
     out_dir/
       model.keras        the model with its preprocessor (vocabulary included)
+      mtl_keras_manifest.json  the SHA-256 of model.keras, checked on loading
       saved_model/       strings-in SavedModel (`export_saved_model`)
       vocabulary.txt     the WordPiece vocabulary, one token per line
       config.yaml        the resolved config (absolute data_root, precision)
@@ -30,6 +31,7 @@ from mtl_keras.diagnostics import plot_diagnostics, read_diagnostics
 from mtl_keras.distribute import worker_role
 from mtl_keras.export import export_saved_model, load_keras_model
 from mtl_keras.kinds import get_kind
+from mtl_keras.manifest import write_manifest
 from mtl_keras.model import MultiTaskModel
 from mtl_keras.pipeline import evaluate_tasks, fit_run, read_history
 from mtl_keras.run_files import DIAGNOSTICS, FAILED
@@ -152,7 +154,7 @@ def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settin
     model, config = result.model, result.config
     vocabulary = model.preprocessor.tokenizer.get_vocabulary()
     (out / "vocabulary.txt").write_text("\n".join(vocabulary) + "\n", encoding="utf-8")
-    model.save(out / "model.keras")
+    save_run_model(model, out)
     export_saved_model(model, out / "saved_model")
     (out / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
     (out / "metrics.json").write_text(
@@ -169,8 +171,28 @@ def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settin
     return result
 
 
-def load_run_model(path):
+def save_run_model(model, run_dir):
+    """Saves `run_dir/model.keras` and the manifest `load_run_model` checks.
+
+    Example:
+    >>> import tempfile
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+    >>> preprocessor = TextPreprocessor.from_texts(["good film"], 20, sequence_length=8)
+    >>> encoder = SharedEncoder.for_preprocessor(preprocessor, hidden_dim=8, num_layers=1)
+    >>> run = Path(tempfile.mkdtemp())
+    >>> list(save_run_model(MultiTaskModel([Task("liked", "binary")], encoder, preprocessor), run)["files"])
+    ['model.keras']
+    """
+    model.save(Path(run_dir) / "model.keras")
+    return write_manifest(run_dir, ["model.keras"])
+
+
+def load_run_model(path, trust_unverified=False):
     """The `MultiTaskModel` of a run directory or a `.keras` file (safe mode).
+
+    A run directory's `model.keras` must match the directory's manifest
+    (`save_run_model` writes it); so must a `.keras` file with a manifest
+    beside it. `trust_unverified=True` skips the check.
 
     Example:
     >>> import tempfile
@@ -179,12 +201,13 @@ def load_run_model(path):
     >>> preprocessor = TextPreprocessor.from_texts(["good film"], 20, sequence_length=8)
     >>> encoder = SharedEncoder.for_preprocessor(preprocessor, hidden_dim=8, num_layers=1)
     >>> run = Path(tempfile.mkdtemp())
-    >>> MultiTaskModel([Task("liked", "binary")], encoder, preprocessor).save(run / "model.keras")
+    >>> _ = save_run_model(MultiTaskModel([Task("liked", "binary")], encoder, preprocessor), run)
     >>> load_run_model(run).task_names
     ['liked']
     """
     path = Path(path)
-    if path.is_dir():
+    run_dir = path.is_dir()
+    if run_dir:
         path = path / "model.keras"
     if not path.is_file():
         raise RunError(
@@ -192,7 +215,9 @@ def load_run_model(path):
             ".keras file."
         )
     try:
-        loaded = load_keras_model(str(path), compile=False)
+        loaded = load_keras_model(
+            str(path), compile=False, trust_unverified=trust_unverified, require_manifest=run_dir
+        )
     except ValueError as error:
         raise RunError(str(error)) from None
     if not isinstance(loaded, MultiTaskModel):
@@ -205,7 +230,7 @@ def load_run_model(path):
     return loaded
 
 
-def run_evaluation(model_path, config, verbose=0, split="dev"):
+def run_evaluation(model_path, config, verbose=0, split="dev", trust_unverified=False):
     """Evaluates a saved model on the dev (or test) data of `config`, task by task.
 
     Args:
@@ -213,6 +238,7 @@ def run_evaluation(model_path, config, verbose=0, split="dev"):
         config: a `RunConfig` whose `split` sources carry the model's tasks.
         verbose: 1 prints the metrics table.
         split: `dev`, or `test` for the config's `data.test` sources.
+        trust_unverified: load a model that has no (matching) manifest.
 
     Returns:
         `{task: {"kind": ..., "examples": n, "<metric>": value}}`.
@@ -225,7 +251,7 @@ def run_evaluation(model_path, config, verbose=0, split="dev"):
     >>> from mtl_keras.pipeline import build_model
     >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32, align_words=True)
     >>> run = Path(tempfile.mkdtemp())
-    >>> build_model(load_config(), preprocessor).save(run / "model.keras")  # untrained
+    >>> _ = save_run_model(build_model(load_config(), preprocessor), run)  # untrained
     >>> metrics = run_evaluation(run, load_config())
     >>> metrics["topic"]["examples"], metrics["topic"]["kind"]
     (337, 'multiclass')
@@ -235,7 +261,7 @@ def run_evaluation(model_path, config, verbose=0, split="dev"):
             f"The config {config.source or ''} has no data.{split} sources to "
             "evaluate on (splits: dev, and test where the config lists it)."
         )
-    model = load_run_model(model_path)
+    model = load_run_model(model_path, trust_unverified)
     config_tasks = {t.name: t for t in config.tasks}
     for task in model.tasks:
         if task.name not in config_tasks:

@@ -695,5 +695,46 @@ def test_loader_errors(tmp_path):
         mtl_export.load_for_serving(str(tmp_path))
     foreign = str(tmp_path / "foreign")
     tf.saved_model.save(tf.Module(), foreign)
-    with pytest.raises(ValueError, match="not written by"):
+    with pytest.raises(ValueError, match="has no mtl_keras_manifest.json"):
         mtl_export.load_for_serving(foreign)
+    with pytest.raises(ValueError, match="not written by"):
+        mtl_export.load_for_serving(foreign, trust_unverified=True)
+
+
+def _refused(function, match, **inputs):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        function(**{k: tf.constant(v) for k, v in inputs.items()})
+
+
+def test_ids_signature_refuses_bad_inputs_naming_them(exported, predictor):
+    ids_in = predictor._keep_alive.signatures["serve_token_ids"]
+    vocabulary = exported["preprocessor"].vocabulary_size
+    ok = np.array([[2, 5, 3, 0]], np.int32)
+    mask = ok != 0
+    assert ids_in(token_ids=tf.constant(ok), padding_mask=tf.constant(mask))["num_tokens"].numpy() == [3]
+    long = np.full([1, LENGTH + 1], 5, np.int32)
+    _refused(ids_in, rf"token_ids has more positions than sequence_length {LENGTH}.*{LENGTH + 1}",
+             token_ids=long, padding_mask=long != 0)
+    _refused(ids_in, rf"token_ids holds an id >= the vocabulary size {vocabulary}",
+             token_ids=np.array([[2, vocabulary, 3]], np.int32), padding_mask=mask[:, :3])
+    _refused(ids_in, rf"token_ids holds a negative id; ids are in \[0, {vocabulary}\)",
+             token_ids=np.array([[2, -1, 3]], np.int32), padding_mask=mask[:, :3])
+    _refused(ids_in, "padding_mask must have the shape of token_ids",
+             token_ids=ok, padding_mask=mask[:, :3])
+    _refused(ids_in, r"token_ids must be a rank-2 tensor \[batch, length\]",
+             token_ids=ok[0], padding_mask=mask)
+    _refused(ids_in, r"padding_mask must be a rank-2 tensor",
+             token_ids=ok, padding_mask=mask[None])
+    _refused(ids_in, "expected to be a int32 tensor", token_ids=ok.astype(np.int64), padding_mask=mask)
+
+
+def test_text_signature_refuses_other_ranks(predictor):
+    serving = predictor._keep_alive.signatures["serving_default"]
+    _refused(serving, r"text must be a rank-1 tensor \[batch\]", text=[["the fox", "a dog"]])
+    _refused(serving, r"text must be a rank-1 tensor", text="the fox")
+
+
+def test_pair_signature_refuses_unequal_batches():
+    model = make_model(make_preprocessor(pair=True))
+    serve = model.serve_text_function()
+    _refused(serve, "text_pair must hold one string per text", text=["a", "b"], text_pair=["c"])
