@@ -17,7 +17,13 @@ class UsageError(ValueError):
 
 
 def out_dir(args, prefix=""):
-    """The run (or comparison) directory: `--out`, else under `runs/`."""
+    """The run (or comparison) directory: `--out`, else under `runs/`.
+
+    Example:
+    >>> import argparse
+    >>> out_dir(argparse.Namespace(out=None, config="sample")).as_posix()
+    'runs/sample'
+    """
     if args.out:
         return Path(args.out)
     name = config_path(args.config).stem
@@ -73,7 +79,15 @@ def check_before_tensorflow(args):
 
 
 def serving_path(path):
-    """A SavedModel directory or `.keras` bundle for PATH (a run dir included)."""
+    """A SavedModel directory or `.keras` bundle for PATH (a run dir included).
+
+    Example:
+    >>> import tempfile
+    >>> run = Path(tempfile.mkdtemp())
+    >>> _ = (run / "model.keras").write_bytes(b"")
+    >>> serving_path(run).name
+    'model.keras'
+    """
     path = Path(path)
     if path.is_dir():
         if (path / "saved_model.pb").is_file():

@@ -131,7 +131,7 @@ class ModelServer:
     >>> status, answer = server.answer("POST", "/v1/models/films:predict",
     ...                                b'{"instances": ["good film"]}')
     >>> status, sorted(answer["predictions"][0])
-    (200, ['liked_label', 'liked_probabilities'])
+    (200, ['liked_label', 'liked_probabilities', 'num_tokens'])
     >>> server.answer("POST", "/v1/models/films:predict", b'{"instances": "good film"}')
     (400, {'error': '"instances" must be a list.'})
     """
@@ -243,6 +243,20 @@ def make_server(model_server, host="127.0.0.1", port=8501, verbose=False):
     """A `ThreadingHTTPServer` for a `ModelServer`; `port=0` picks a free port.
 
     Call `serve_forever()` on it (and `shutdown()` from another thread).
+
+    Example:
+    >>> import json, tempfile, threading, urllib.request
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+    >>> preprocessor = TextPreprocessor.from_texts(["good film"], 20, sequence_length=8)
+    >>> encoder = SharedEncoder.for_preprocessor(preprocessor, hidden_dim=8, num_layers=1)
+    >>> path = tempfile.mkdtemp() + "/model.keras"
+    >>> MultiTaskModel([Task("liked", "binary")], encoder, preprocessor).save(path)
+    >>> server = make_server(ModelServer(path, name="films"), port=0)
+    >>> threading.Thread(target=server.serve_forever, daemon=True).start()
+    >>> url = f"http://127.0.0.1:{server.server_address[1]}/v1/models/films"
+    >>> json.load(urllib.request.urlopen(url))["model_version_status"][0]["state"]
+    'AVAILABLE'
+    >>> server.shutdown(); server.server_close()
     """
     server = ThreadingHTTPServer((host, port), _Handler)
     server.daemon_threads = True

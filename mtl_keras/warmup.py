@@ -67,7 +67,12 @@ def write_warmup_requests(saved_model_dir, inputs, sequence_length, model_name="
 def read_warmup_requests(saved_model_dir):
     """The `PredictRequest`s of an export's warm-up file, in order.
 
-    Example: see `write_warmup_requests`.
+    Example:
+    >>> import tempfile
+    >>> directory = tempfile.mkdtemp()
+    >>> _ = write_warmup_requests(directory, ["text", "text_pair"], 4)
+    >>> sorted(read_warmup_requests(directory)[0].inputs)
+    ['text', 'text_pair']
     """
     from tensorflow_serving.apis import prediction_log_pb2
 
