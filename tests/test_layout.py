@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mtl_keras"
 ORDER = [
     "_compat", "plots", "metrics", "words", "entities", "kinds.base", "kinds.multiclass", "kinds.binary",
     "kinds.multilabel", "kinds.regression", "kinds.tagging", "kinds", "tasks",
-    "data.examples", "data.conll", "data.sources", "data.tfds_source", "data.mixing", "data.sample", "data",
+    "data.examples", "data.conll", "data.sources", "data.tfds_source", "data.mixing", "data.split", "data.sample", "data",
     "preprocess", "batching", "backbone", "weighting.base", "weighting.static", "weighting.uncertainty",
     "weighting.dwa", "weighting.rlw", "weighting.famo", "weighting.pcgrad", "weighting.cagrad",
     "weighting.upgrad", "weighting.imtl", "weighting", "step", "optimizers", "guards", "serving", "model",
