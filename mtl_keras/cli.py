@@ -4,7 +4,8 @@
                     [--seed N] [--batch-size B] [--learning-rate LR] [--set KEY=VALUE ...]
                     [--data-root DIR] [--restart] [--allow-changed-settings]
                     [--strategy none|mirrored|multi_worker] [--collective-timeout S]
-    mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR] [--split dev|test]
+    mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR]
+                       [--split dev|test|train | --data FILE]
     mtl-keras export MODEL OUT_DIR
     mtl-keras predict PATH [TEXT ...] [--file F]      (TEXT "-": stdin lines)
     mtl-keras compare [--config FILE] [--seeds K] [--out DIR] [--epochs N] [--weighting A,B]
@@ -162,11 +163,11 @@ def _run_dir_config(model, config_path, data_root):
 
 
 def _cmd_evaluate(args):
-    from mtl_keras.train import format_metrics_table, run_evaluation
+    from mtl_keras.train import run_evaluation
 
     config = _run_dir_config(args.model, args.config, args.data_root)
-    metrics = run_evaluation(args.model, config, split=args.split)
-    print(format_metrics_table(metrics))
+    metrics = run_evaluation(args.model, config, verbose=1, split=args.split,
+                             data_file=args.data)  # prints the table
     text = json.dumps(metrics, indent=2)
     if args.json == "-":
         print(text)
@@ -332,9 +333,15 @@ def build_parser():
         "--json", help="also write the metrics as JSON here ('-': stdout)"
     )
     evaluate.add_argument("--data-root", help="override data_root")
-    evaluate.add_argument(
-        "--split", choices=("dev", "test"), default="dev",
-        help="evaluate on the config's dev data (default) or on its data.test",
+    which = evaluate.add_mutually_exclusive_group()
+    which.add_argument(
+        "--split", choices=("dev", "test", "train"), default="dev",
+        help="evaluate on the config's dev data (default), its data.test or its training data",
+    )
+    which.add_argument(
+        "--data", metavar="FILE",
+        help="evaluate on FILE, laid out like the config's dev (or train) sources: the "
+        "tasks whose columns it has",
     )
     evaluate.set_defaults(run=_cmd_evaluate)
 

@@ -36,7 +36,15 @@ from mtl_keras.epochs import (
 )
 from mtl_keras.model import MultiTaskModel
 from mtl_keras.optimizers import EncoderAdamW
-from mtl_keras.progress import BatchCounter, Progress, read_history
+from mtl_keras.progress import (
+    BatchCounter,
+    Progress,
+    learning_line,
+    read_history,
+    read_sources,
+    split_line,
+    vocabulary_line,
+)
 from mtl_keras.weighting import get_weighting
 
 
@@ -95,10 +103,13 @@ class _Data:
     tables: list  # `data.Examples` of the training sources
     rows: object  # a `data.JointRows` or a `data.Mixture`: the examples of each epoch
     examples_per_epoch: int
+    split: dict = None  # with `data.split`: its record (`data.split_sources`)
 
 
-def read_data(config):
+def read_data(config, verbose=0):
     """Builds and checks the sources of a config; nothing is trained yet.
+
+    `verbose`: a line per source read, per dev split, and when checked.
 
     Example:
     >>> from mtl_keras.config import load_config
@@ -106,9 +117,15 @@ def read_data(config):
     2000
     """
     tasks, empty_text = config.tasks, config.data.empty_text
-    train, dev = config.sources("train"), config.sources("dev")
+    listed = read_sources("train", config.listed_sources("train"), tasks, empty_text, verbose)
+    train, dev, split = config.train_and_dev(listed)
+    if split is None:
+        read_sources("dev", dev, tasks, empty_text, verbose)
+    elif verbose:
+        for entry in split["sources"]:
+            print(split_line(entry, split), flush=True)
     tables = data_lib.validate(tasks, train, empty_text=empty_text)
-    data_lib.validate(tasks, dev, empty_text=empty_text, split="evaluation")
+    dev_tables = data_lib.validate(tasks, dev, empty_text=empty_text, split="evaluation")
     sampler, seed = config.sampler_object(), config.training.seed
     every_task = config.training.batching == "every_task"
     if sampler is None:
@@ -123,7 +140,33 @@ def read_data(config):
             empty_text=empty_text,
             batch_size=config.training.batch_size if every_task else None,
         )
-    return _Data(train, dev, tables, rows, rows.epoch_size)
+    if verbose:
+        print(f"Data checked: {sum(map(len, tables))} training rows in {len(train)} source(s), "
+              f"{rows.epoch_size} examples per epoch; {sum(map(len, dev_tables))} dev rows.",
+              flush=True)
+    return _Data(train, dev, tables, rows, rows.epoch_size, split)
+
+
+def make_preprocessor(config, texts, verbose=0):
+    """`config.build_preprocessor(texts)`, saying what it learns (with `verbose`).
+
+    Example:
+    >>> from mtl_keras.config import load_config
+    >>> config = load_config(overrides=["preprocessor.min_count=2"])
+    >>> make_preprocessor(config, ["the cat sat"] * 3, verbose=1).vocabulary_size < 1000
+    Learning the vocabulary from 3 texts (vocabulary_size 1000, min_count 2)...
+    Vocabulary: ... tokens learned (1000 asked; words seen fewer than 2 times ...
+    True
+    """
+    learns = config.preset is None and config.preprocessor.get("vocabulary") is None
+    if verbose and learns:
+        print(learning_line(config.preprocessor, len(texts)), flush=True)
+    start = time.perf_counter()
+    preprocessor = config.build_preprocessor(texts)
+    if verbose:
+        print(vocabulary_line(config.preprocessor, learns, preprocessor.vocabulary_size,
+                              time.perf_counter() - start), flush=True)
+    return preprocessor
 
 
 def training_texts(tables):
@@ -193,13 +236,14 @@ def build_model(config, preprocessor, strategy=None, total_steps=1):
     return model
 
 
-def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_predictions=True):
+def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_predictions=True,
+                   needed=None):
     """Each task's metrics on its own dev rows, each row counted once.
 
     Returns `(metrics, predictions)`: `metrics[task]` holds `kind`,
     `examples` and `<metric>: value`; `predictions[task]` the `labels` and
     `outputs` (logits, or values) as numpy arrays, in file order. One pass
-    over the dev rows evaluates every task.
+    over the dev rows evaluates every task (of `needed`, default all: `data.validate`).
 
     Example:
     >>> from mtl_keras import TextPreprocessor
@@ -212,7 +256,8 @@ def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_pr
     >>> metrics["topic"]["examples"] == len(predictions["topic"]["labels"])
     True
     """
-    dataset, counts = data_lib.eval_dataset(model.tasks, dev_sources, empty_text=empty_text)
+    dataset, counts = data_lib.eval_dataset(model.tasks, dev_sources, empty_text=empty_text,
+                                            needed=needed)
     # One pass for all tasks: the masks keep each task's metrics to its own rows;
     # batches of consecutive rows keep the predictions in file order.
     batches = make_batches(
@@ -221,7 +266,7 @@ def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_pr
     ).cache()
     logs = model.evaluate(batches, verbose=0, return_dict=True)
     metrics = {}
-    for task in model.tasks:
+    for task in [t for t in model.tasks if needed is None or t.name in needed]:
         prefix = task.name + "_"
         result = {"kind": task.kind, "examples": counts[task.name]}
         result.update({k[len(prefix):]: float(v) for k, v in logs.items() if k.startswith(prefix)})
@@ -330,10 +375,10 @@ def _fit_run(config, role, examples, preprocessor, strategy, callbacks, run_dir,
     if training.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(training.seed)
-    data = read_data(config)
+    data = read_data(config, verbose)
     prepared = time.perf_counter()
     if preprocessor is None:
-        preprocessor = config.build_preprocessor(training_texts(data.tables))
+        preprocessor = make_preprocessor(config, training_texts(data.tables), verbose)
     report_cut_words(preprocessor, training_texts(data.tables))
     vocabulary_seconds = time.perf_counter() - prepared
     counter = BatchCounter([t.name for t in config.tasks])
@@ -352,6 +397,8 @@ def _fit_run(config, role, examples, preprocessor, strategy, callbacks, run_dir,
     write_dir = role.write_dir
     if run_dir is not None:
         run_files.prepare(run_dir, role, restart)
+        if data.split is not None and role.is_chief:
+            run_files.write_dev_split(run_dir, data.split)
         checkpoint = run_files.training_checkpoint(config, data, model, run_dir, role,
                                                    allow_changed_settings)
         if role.count > 1:
