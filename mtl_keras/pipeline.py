@@ -153,7 +153,7 @@ def make_preprocessor(config, texts, verbose=0):
     Example:
     >>> from mtl_keras.config import load_config
     >>> config = load_config(overrides=["preprocessor.min_count=2"])
-    >>> make_preprocessor(config, ["the cat sat"] * 3, verbose=1).vocabulary_size < 1000
+    >>> make_preprocessor(config, ["the cat sat"] * 3, verbose=1).vocabulary_size < 1000  # doctest: +ELLIPSIS
     Learning the vocabulary from 3 texts (vocabulary_size 1000, min_count 2)...
     Vocabulary: ... tokens learned (1000 asked; words seen fewer than 2 times ...
     True

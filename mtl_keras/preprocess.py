@@ -39,10 +39,11 @@ def read_vocabulary(path):
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "vocabulary.txt"
     >>> _ = path.write_text("[PAD]\\n[UNK]\\n[CLS]\\n[SEP]\\nthe\\nthe\\n")
-    >>> read_vocabulary(path)
-    Traceback (most recent call last):
-    ...
-    ValueError: Vocabulary file ..., line 6: 'the' is already on line 5 (each token once).
+    >>> try:
+    ...     read_vocabulary(path)
+    ... except ValueError as error:
+    ...     print(str(error).split(", ", 1)[1])
+    line 6: 'the' is already on line 5 (each token once).
     """
     path = str(path)
     try:
