@@ -4,7 +4,8 @@
                     [--seed N] [--batch-size B] [--learning-rate LR] [--set KEY=VALUE ...]
                     [--data-root DIR] [--restart] [--allow-changed-settings]
                     [--strategy none|mirrored|multi_worker] [--collective-timeout S]
-    mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR] [--split dev|test]
+    mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR]
+                       [--split dev|test|train | --data FILE]
     mtl-keras export MODEL OUT_DIR
     mtl-keras predict PATH [TEXT ...] [--file F]      (TEXT "-": stdin lines)
     mtl-keras serve PATH [--host 127.0.0.1] [--port 8501] [--name NAME] [limits]
@@ -164,13 +165,11 @@ def _run_dir_config(model, path, data_root):
 
 
 def _cmd_evaluate(args):
-    from mtl_keras.train import format_metrics_table, run_evaluation
+    from mtl_keras.train import run_evaluation
 
     config = _run_dir_config(args.model, args.config, args.data_root)
-    metrics = run_evaluation(
-        args.model, config, split=args.split, trust_unverified=args.trust_unverified
-    )
-    print(format_metrics_table(metrics))
+    metrics = run_evaluation(args.model, config, verbose=1, split=args.split,
+                             data_file=args.data, trust_unverified=args.trust_unverified)
     text = json.dumps(metrics, indent=2)
     if args.json == "-":
         print(text)

@@ -64,6 +64,8 @@ def check_before_tensorflow(args):
     if args.command in ("evaluate", "export"):
         model = _existing(args.model, "Model path")
         if args.command == "evaluate":
+            if getattr(args, "data", None):
+                _existing(args.data, "--data")
             if args.config is not None:
                 read_config_file(config_path(args.config))
             elif not ((model if model.is_dir() else model.parent) / "config.yaml").is_file():

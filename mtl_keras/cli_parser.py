@@ -77,9 +77,15 @@ def build_parser():
         "--json", help="also write the metrics as JSON here ('-': stdout)"
     )
     evaluate.add_argument("--data-root", help="override data_root")
-    evaluate.add_argument(
-        "--split", choices=("dev", "test"), default="dev",
-        help="evaluate on the config's dev data (default) or on its data.test",
+    which = evaluate.add_mutually_exclusive_group()
+    which.add_argument(
+        "--split", choices=("dev", "test", "train"), default="dev",
+        help="evaluate on the config's dev data (default), its data.test or its training data",
+    )
+    which.add_argument(
+        "--data", metavar="FILE",
+        help="evaluate on FILE, laid out like the config's dev (or train) sources: the "
+        "tasks whose columns it has",
     )
     _add_trust_flag(evaluate)
 

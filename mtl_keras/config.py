@@ -7,8 +7,11 @@
       train:        # each entry: FileSource(**entry) (`file:`) or TfdsSource(**entry) (`tfds:`)
         - {file: sst2/train.tsv, text: sentence, tasks: {sst2: label}}
       dev: [...]    # and optionally test: [...], for `mtl-keras evaluate RUN --split test`
+      # or, instead of dev: split: {dev_fraction: 0.1, seed: 0} (DevSplit: a seeded,
+      # stratified share of each training source; see mtl_keras.data.split)
     preprocessor:   # TextPreprocessor.from_texts(train texts, **preprocessor)
-      {vocabulary_size: 8000, sequence_length: 128}
+      {vocabulary_size: 8000, sequence_length: 128, min_count: 10}
+      # or {vocabulary: FILE, ...}: that vocabulary (a path from data_root), not learned
     encoder:        # SharedEncoder(**encoder), sized for the preprocessor
       {hidden_dim: 128, num_layers: 2, num_heads: 4}
                     # or {preset: DIR, ...}: PretrainedEncoder.from_preset(**encoder),
@@ -36,11 +39,11 @@ from mtl_keras.config_checks import (
     JOINT,
     ConfigError,
     build,
+    check_data,
     check_keys,
     check_model_sections,
     check_precision,
     check_sampler,
-    check_split,
     check_weighting,
     columns,
     did_you_mean,
@@ -58,7 +61,7 @@ from mtl_keras.config_files import (  # noqa: F401 (CONFIG_DIR, DEFAULT_CONFIG: 
 )
 from mtl_keras.data_report import OVERLAP_POLICIES
 from mtl_keras.overrides import apply_overrides
-from mtl_keras.preprocess import TextPreprocessor
+from mtl_keras.preprocess import TextPreprocessor, read_vocabulary
 from mtl_keras.tasks import Task
 from mtl_keras.training_settings import Training
 
@@ -80,12 +83,17 @@ class DataConfig:
             occur in the training data does (`data_report.check_overlap`):
             `warn` (default), `error` (stop before training) or `ignore`.
         max_overlap: that share (0.01: one dev text in a hundred).
+        split: instead of `dev`, a `DevSplit` (or its mapping
+            `{dev_fraction, seed}`): dev rows taken from each training source,
+            seeded and stratified (`mtl_keras.data.split`).
 
     Example:
     >>> DataConfig(train=({"file": "train.tsv", "tasks": ["topic"]},), empty_text="drop")
     Traceback (most recent call last):
     ...
     ValueError: empty_text must be one of ('keep', 'error'), got 'drop'.
+    >>> DataConfig(train=({"file": "t.tsv", "tasks": ["topic"]},), split={"dev_fraction": 0.2}).split
+    DevSplit(dev_fraction=0.2, seed=0)
     """
 
     train: tuple = ()
@@ -94,6 +102,7 @@ class DataConfig:
     empty_text: str = "keep"
     overlap: str = "warn"
     max_overlap: float = 0.01
+    split: object = None
 
     def __post_init__(self):
         if self.overlap not in OVERLAP_POLICIES:
@@ -104,6 +113,14 @@ class DataConfig:
             raise ValueError(
                 f"empty_text must be one of {data_lib.EMPTY_TEXT_POLICIES}, "
                 f"got {self.empty_text!r}."
+            )
+        if isinstance(self.split, dict):
+            object.__setattr__(self, "split", data_lib.DevSplit(**self.split))
+        if self.split is not None and self.dev:
+            raise ValueError(
+                f"give either dev sources or a split, not both (data.dev lists "
+                f"{len(self.dev)} source(s) and data.split is {self.split}): remove "
+                "one of them."
             )
 
 
@@ -129,6 +146,9 @@ class RunConfig:
             `{method: ..., **arguments}`.
         training: a `Training`.
         source: where the config was read from (not part of the config).
+        split_rows: with `data.split`, fixed dev rows per training source
+            (set by `with_tasks`, so that a config of fewer tasks keeps the
+            whole config's dev rows; not part of the config).
 
     Example:
     >>> config = load_config()
@@ -148,6 +168,7 @@ class RunConfig:
     weighting: object = "static"
     training: Training = Training()
     source: str = dataclasses.field(default=None, compare=False)
+    split_rows: tuple = dataclasses.field(default=None, compare=False)
 
     @property
     def pair(self):
@@ -166,7 +187,32 @@ class RunConfig:
         return path.resolve()
 
     def sources(self, split):
-        """The `FileSource`s / `TfdsSource`s of `split` (`SPLITS`)."""
+        """The `FileSource`s / `TfdsSource`s of `split` (`SPLITS`).
+
+        With `data.split`, `train` and `dev` are the two parts of the
+        training sources (`data.SplitPart`s; see `train_and_dev`).
+        """
+        if self.data.split is not None and split in ("train", "dev"):
+            return self.train_and_dev()[split == "dev"]
+        return self.listed_sources(split)
+
+    def train_and_dev(self, listed=None):
+        """`(train sources, dev sources, split record or None)`.
+
+        With `data.split` the training sources (`listed`, default
+        `listed_sources("train")`) are read and split (`data.split_sources`);
+        the record lists the dev rows.
+        """
+        listed = listed or self.listed_sources("train")
+        if self.data.split is None:
+            return listed, self.listed_sources("dev"), None
+        return data_lib.split_sources(
+            self.tasks, listed, self.data.split,
+            empty_text=self.data.empty_text, fixed=self.split_rows,
+        )
+
+    def listed_sources(self, split):
+        """The sources of the entries of `data.<split>` as listed (before any split)."""
         built, seen = [], {}
         for entry in getattr(self.data, split):
             entry = dict(entry)
@@ -186,9 +232,11 @@ class RunConfig:
         return None if name == JOINT else data_lib.get_sampler(name, **kwargs)
 
     def build_preprocessor(self, texts):
-        """The preprocessor: learned from `texts`, or the preset's tokenizer."""
+        """The preprocessor: learned from `texts`, a `vocabulary` file, or the preset's tokenizer."""
         # Tagging tasks label words: the preprocessor then aligns word pieces.
         kwargs = {"align_words": any(t.per_token for t in self.tasks), **self.preprocessor}
+        if kwargs.get("vocabulary") is not None:
+            kwargs["vocabulary"] = str(self.path_of({"file": kwargs["vocabulary"]}))
         if self.preset is None:
             return TextPreprocessor.from_texts(texts, pair=self.pair, **kwargs)
         from mtl_keras.minilm import resolve_preset
@@ -217,6 +265,11 @@ class RunConfig:
                 if "file" in entry and not self.path_of(entry).is_file():
                     tasks = ", ".join(entry["tasks"])
                     missing.append(f"{self.path_of(entry)} (data.{split}[{i}], task {tasks})")
+        vocabulary = self.preprocessor.get("vocabulary")
+        if vocabulary is not None and not self.path_of({"file": vocabulary}).is_file():
+            missing.append(f"{self.path_of({'file': vocabulary})} (preprocessor.vocabulary)")
+        elif vocabulary is not None:
+            build(read_vocabulary, {"path": self.path_of({"file": vocabulary})}, "preprocessor")
         if missing:
             where = "" if self.source is None else f" of config {self.source}"
             raise ConfigError(
@@ -264,7 +317,14 @@ class RunConfig:
             self.data, **{split: only(getattr(self.data, split)) for split in SPLITS}
         )
         tasks = tuple(t for t in self.tasks if t.name in names)
-        return dataclasses.replace(self, tasks=tasks, data=data, sampler=JOINT)
+        config = dataclasses.replace(self, tasks=tasks, data=data, sampler=JOINT)
+        if self.data.split is not None and len(tasks) < len(self.tasks):
+            # The whole config's dev rows (its stratifying task may be dropped here).
+            record = self.train_and_dev()[2]["sources"]
+            kept = [record[i] for i, entry in enumerate(self.data.train)
+                    if set(names) & set(columns(entry["tasks"]))]
+            config = dataclasses.replace(config, split_rows=tuple(kept))
+        return config
 
     def to_dict(self):
         """Plain data (for YAML/JSON); `parse_config` of it gives this config."""
@@ -277,6 +337,8 @@ class RunConfig:
                 "empty_text": self.data.empty_text,
                 "overlap": self.data.overlap,
                 "max_overlap": self.data.max_overlap,
+                **({} if self.data.split is None
+                   else {"split": dataclasses.asdict(self.data.split)}),
             },
             "preprocessor": dict(self.preprocessor),
             "encoder": dict(self.encoder),
@@ -299,7 +361,7 @@ def _task_dict(task):
     return config
 
 
-_TOP_KEYS = [f.name for f in dataclasses.fields(RunConfig) if f.name != "source"]
+_TOP_KEYS = [f.name for f in dataclasses.fields(RunConfig) if f.name not in ("source", "split_rows")]
 
 
 def _resolve_root(root):
@@ -352,12 +414,7 @@ def parse_config(mapping, *, source=None, data_root=None, check_files=True):
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"Task name {name!r} is used twice in `tasks`.")
-    data = check_keys(mapping["data"], DataConfig, "data", required=("train", "dev"))
-    for split in SPLITS:  # test is optional; if given, it covers every task
-        if data.get(split) or split != "test":
-            data[split] = check_split(data[split], split, names)
-    data["test"] = data.get("test") or ()
-    data = build(DataConfig, data, "data")
+    data = build(DataConfig, check_data(mapping["data"], DataConfig, names, where), "data")
     has_files = any("file" in e for e in (*data.train, *data.dev))
     root = data_root if data_root is not None else mapping.get("data_root")
     preprocessor, encoder = check_model_sections(mapping)

@@ -264,6 +264,18 @@ def check_model_sections(mapping):
         check_keys(encoder, SharedEncoder, "encoder", exclude=derived)
         check_keys(preprocessor, TextPreprocessor.from_texts, "preprocessor",
                    exclude=("texts", "pair"))
+        learning = [k for k in ("vocabulary_size", "min_count") if k in preprocessor]
+        if preprocessor.get("vocabulary") is not None and learning:
+            raise ConfigError(
+                f"preprocessor: vocabulary ({preprocessor['vocabulary']}) is used as it "
+                f"is, so {' and '.join(learning)} would do nothing: remove "
+                f"{'them' if len(learning) > 1 else 'it'}, or the vocabulary to learn one."
+            )
+        if not isinstance(preprocessor.get("vocabulary") or "", str):
+            raise ConfigError(
+                "preprocessor: vocabulary must be the path of a file with one token "
+                f"per line, got {preprocessor['vocabulary']!r}."
+            )
         defaults = {"hidden_dim": 64, "num_layers": 2, "num_heads": 2}
         build(check_encoder_arguments, {**defaults, **encoder}, "encoder")
     packing = {k: v for k, v in preprocessor.items() if k in ("sequence_length", "truncate")}
@@ -315,3 +327,41 @@ def check_split(entries, split, task_names):
                 f"data.{split} whose `tasks` maps {name!r} to a column."
             )
     return checked
+
+
+def check_data(data, target, task_names, where):
+    """Checks the `data` section: its sources, and `dev` or `split` (not both).
+
+    Example:
+    >>> def section(train=(), dev=(), test=(), empty_text="keep", split=None): ...
+    >>> train = [{"file": "t.tsv", "tasks": ["topic"]}]
+    >>> check_data({"train": train, "split": {"seed": 3}}, section, ["topic"], "the config")
+    Traceback (most recent call last):
+    ...
+    mtl_keras.config_checks.ConfigError: data.split needs the key 'dev_fraction'. Valid keys: dev_fraction, seed.
+    >>> check_data({"train": train}, section, ["topic"], "the config")
+    Traceback (most recent call last):
+    ...
+    mtl_keras.config_checks.ConfigError: data in the config needs dev sources (data.dev) or split: {dev_fraction: 0.1, seed: 0}, which takes seeded, stratified dev rows from the training sources.
+    """
+    data = check_keys(data, target, "data", required=("train",))
+    if data.get("split") is not None:  # dev rows from the training sources
+        if data.get("dev"):
+            raise ConfigError(
+                "data: give either dev sources or split: {dev_fraction, seed}, not "
+                f"both (data.dev lists {len(data['dev'])} source(s)). Remove data.dev "
+                "to take the dev rows from the training sources, or data.split."
+            )
+        split = check_keys(data["split"], data_lib.DevSplit, "data.split")
+        data["split"] = build(data_lib.DevSplit, split, "data.split")
+    elif "dev" not in data:
+        raise ConfigError(
+            f"data in {where} needs dev sources (data.dev) or split: {{dev_fraction: "
+            "0.1, seed: 0}, which takes seeded, stratified dev rows from the "
+            "training sources."
+        )
+    for split in ("train", "dev", "test"):  # test is optional; if given, it covers every task
+        if data.get(split) or split == "train" or (split == "dev" and not data.get("split")):
+            data[split] = check_split(data[split], split, task_names)
+    data["dev"], data["test"] = data.get("dev") or (), data.get("test") or ()
+    return data

@@ -39,6 +39,11 @@ from mtl_keras.epochs import (
 from mtl_keras.model import MultiTaskModel
 from mtl_keras.optimizers import EncoderAdamW
 from mtl_keras.progress import BatchCounter, Progress, read_history
+from mtl_keras.run_data import (  # noqa: F401 (read_data, training_texts: re-exported)
+    make_preprocessor,
+    read_data,
+    training_texts,
+)
 from mtl_keras.weighting import get_weighting
 
 
@@ -88,61 +93,6 @@ def learning_rate(training, total_steps):
         warmup_target=training.learning_rate if warmup else None,
         warmup_steps=warmup,
     )
-
-
-@dataclasses.dataclass
-class _Data:
-    train_sources: list
-    dev_sources: list
-    tables: list  # `data.Examples` of the training sources
-    dev_tables: list  # and of the dev sources
-    rows: object  # a `data.JointRows` or a `data.Mixture`: the examples of each epoch
-    examples_per_epoch: int
-
-
-def read_data(config):
-    """Builds and checks the sources of a config; nothing is trained yet.
-
-    Example:
-    >>> from mtl_keras.config import load_config
-    >>> read_data(load_config()).examples_per_epoch  # rows with at least one label
-    2000
-    """
-    tasks, empty_text = config.tasks, config.data.empty_text
-    train, dev = config.sources("train"), config.sources("dev")
-    tables = data_lib.validate(tasks, train, empty_text=empty_text)
-    dev_tables = data_lib.validate(tasks, dev, empty_text=empty_text, split="evaluation")
-    sampler, seed = config.sampler_object(), config.training.seed
-    every_task = config.training.batching == "every_task"
-    if sampler is None:
-        rows = data_lib.JointRows(tasks, train, seed=seed, empty_text=empty_text)
-    else:
-        rows = data_lib.Mixture(
-            tasks,
-            train,
-            sampler=sampler,
-            num_epochs=config.training.epochs,
-            seed=seed,
-            empty_text=empty_text,
-            batch_size=config.training.batch_size if every_task else None,
-        )
-    return _Data(train, dev, tables, dev_tables, rows, rows.epoch_size)
-
-
-def training_texts(tables):
-    """Every training text (and second text of pairs), for the vocabulary.
-
-    Example:
-    >>> from mtl_keras.config import load_config
-    >>> len(training_texts(read_data(load_config()).tables))
-    2000
-    """
-    texts = []
-    for table in tables:
-        texts.extend(table.text.tolist())
-        if table.text_pair is not None:
-            texts.extend(table.text_pair.tolist())
-    return texts
 
 
 def _budget_batches(config, data, preprocessor, examples):
@@ -196,13 +146,14 @@ def build_model(config, preprocessor, strategy=None, total_steps=1):
     return model
 
 
-def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_predictions=True):
+def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_predictions=True,
+                   needed=None):
     """Each task's metrics on its own dev rows, each row counted once.
 
     Returns `(metrics, predictions)`: `metrics[task]` holds `kind`,
     `examples` and `<metric>: value`; `predictions[task]` the `labels` and
     `outputs` (logits, or values) as numpy arrays, in file order. One pass
-    over the dev rows evaluates every task.
+    over the dev rows evaluates every task (of `needed`, default all: `data.validate`).
 
     Example:
     >>> from mtl_keras import TextPreprocessor
@@ -215,7 +166,8 @@ def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_pr
     >>> metrics["topic"]["examples"] == len(predictions["topic"]["labels"])
     True
     """
-    dataset, counts = data_lib.eval_dataset(model.tasks, dev_sources, empty_text=empty_text)
+    dataset, counts = data_lib.eval_dataset(model.tasks, dev_sources, empty_text=empty_text,
+                                            needed=needed)
     # One pass for all tasks: the masks keep each task's metrics to its own rows;
     # batches of consecutive rows keep the predictions in file order.
     batches = make_batches(
@@ -224,7 +176,7 @@ def evaluate_tasks(model, dev_sources, batch_size=64, empty_text="keep", with_pr
     ).cache()
     logs = model.evaluate(batches, verbose=0, return_dict=True)
     metrics = {}
-    for task in model.tasks:
+    for task in [t for t in model.tasks if needed is None or t.name in needed]:
         prefix = task.name + "_"
         result = {"kind": task.kind, "examples": counts[task.name]}
         result.update({k[len(prefix):]: float(v) for k, v in logs.items() if k.startswith(prefix)})
@@ -333,10 +285,10 @@ def _fit_run(config, role, examples, preprocessor, strategy, callbacks, run_dir,
     if training.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(training.seed)
-    data = read_data(config)
+    data = read_data(config, verbose)
     prepared = time.perf_counter()
     if preprocessor is None:
-        preprocessor = config.build_preprocessor(training_texts(data.tables))
+        preprocessor = make_preprocessor(config, training_texts(data.tables), verbose)
     report_cut_words(preprocessor, training_texts(data.tables))
     report = data_report(preprocessor, data.tables, {"dev": data.dev_tables})
     check_overlap(report, config.data.max_overlap, config.data.overlap)
@@ -361,6 +313,8 @@ def _fit_run(config, role, examples, preprocessor, strategy, callbacks, run_dir,
         run_files.prepare(run_dir, role, restart)
         if role.is_chief:
             (run_dir / "data_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        if data.split is not None and role.is_chief:
+            run_files.write_dev_split(run_dir, data.split)
         checkpoint = run_files.training_checkpoint(config, data, model, run_dir, role,
                                                    allow_changed_settings)
         if role.count > 1:

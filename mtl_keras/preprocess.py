@@ -1,5 +1,6 @@
 """Tokenization: the WordPiece vocabulary and `TextPreprocessor` (strings → ids)."""
 
+import os
 
 import keras
 import keras_hub
@@ -12,6 +13,8 @@ PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 RESERVED_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 MODEL_INPUTS = ("token_ids", "padding_mask")  # what the encoder takes
 TRUNCATION_MODES = ("round_robin", "waterfall")
+MIN_COUNT = 10  # `learn_vocabulary`'s default: rarer words get no token of their own
+VOCABULARY_SIZE = 8000  # `TextPreprocessor.from_texts`'s default
 
 
 def clean_text(text):
@@ -25,8 +28,60 @@ def clean_text(text):
     return tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
 
 
+def read_vocabulary(path):
+    """The tokens of a vocabulary file (one per line, id = line number - 1), checked.
+
+    The file must start with `"[PAD]"` (id 0) and contain `"[UNK]"`,
+    `"[CLS]"` and `"[SEP]"`; no line may be empty, hold whitespace or repeat
+    a token. Errors name the file and the line.
+
+    Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "vocabulary.txt"
+    >>> _ = path.write_text("[PAD]\\n[UNK]\\n[CLS]\\n[SEP]\\nthe\\nthe\\n")
+    >>> try:
+    ...     read_vocabulary(path)
+    ... except ValueError as error:
+    ...     print(str(error).split(", ", 1)[1])
+    line 6: 'the' is already on line 5 (each token once).
+    """
+    path = str(path)
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            tokens = [line.rstrip("\r\n") for line in f]
+    except FileNotFoundError:
+        raise ValueError(f"Vocabulary file {path} does not exist.") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"Vocabulary file {path} is not UTF-8 text ({error}).") from None
+    seen = {}
+    for number, token in enumerate(tokens, start=1):
+        where = f"Vocabulary file {path}, line {number}"
+        if not token.strip():
+            raise ValueError(f"{where}: an empty line (one token per line, no blank lines).")
+        if len(token.split()) != 1 or token != token.strip():
+            raise ValueError(f"{where}: {token!r} holds whitespace (one token per line).")
+        if token in seen:
+            raise ValueError(
+                f"{where}: {token!r} is already on line {seen[token]} (each token once)."
+            )
+        seen[token] = number
+    if not tokens or tokens[0] != PAD:
+        found = repr(tokens[0]) if tokens else "an empty file"
+        raise ValueError(
+            f"Vocabulary file {path}, line 1: the first token must be {PAD!r} (id 0), "
+            f"found {found}."
+        )
+    missing = [t for t in (UNK, CLS, SEP) if t not in seen]
+    if missing:
+        raise ValueError(
+            f"Vocabulary file {path} has no line {' or '.join(map(repr, missing))}: "
+            f"the reserved tokens {', '.join(RESERVED_TOKENS[:4])} must be in it."
+        )
+    return tokens
+
+
 def learn_vocabulary(
-    texts, vocabulary_size, lowercase=True, reserved_tokens=RESERVED_TOKENS, min_count=10
+    texts, vocabulary_size, lowercase=True, reserved_tokens=RESERVED_TOKENS, min_count=MIN_COUNT
 ):
     """Learns a WordPiece vocabulary, with `"[PAD]"` as id 0.
 
@@ -39,7 +94,8 @@ def learn_vocabulary(
             `"[PAD]"` and contain `"[UNK]"`, `"[CLS]"` and `"[SEP]"`.
         min_count: a word seen fewer times gets no token of its own (it is
             spelled with pieces); with the default 10, `vocabulary_size` is
-            often a ceiling the vocabulary does not reach.
+            often a ceiling the vocabulary does not reach (a config's
+            `preprocessor.min_count`; lower it for more tokens).
 
     Returns:
         The vocabulary as a list of tokens.
@@ -163,16 +219,17 @@ class TextPreprocessor(keras.layers.Layer):
     def from_texts(
         cls,
         texts,
-        vocabulary_size=8000,
+        vocabulary_size=VOCABULARY_SIZE,
         sequence_length=128,
         lowercase=True,
         pair=False,
         truncate="round_robin",
         align_words=False,
-        min_count=10,
+        min_count=MIN_COUNT,
+        vocabulary=None,
         **kwargs,
     ):
-        """A preprocessor with a vocabulary learned from `texts`.
+        """A preprocessor with a vocabulary learned from `texts` (or given).
 
         Args:
             texts: training texts, see `learn_vocabulary`.
@@ -180,11 +237,17 @@ class TextPreprocessor(keras.layers.Layer):
             sequence_length, lowercase, pair, truncate, align_words: as for
                 the constructor.
             min_count: see `learn_vocabulary`.
+            vocabulary: a vocabulary file (`read_vocabulary`) or list used
+                as it is instead of learning; `texts`, `vocabulary_size` and
+                `min_count` are then unused.
         """
         check_packing(sequence_length, pair, truncate)
-        vocabulary = learn_vocabulary(
-            texts, vocabulary_size, lowercase=lowercase, min_count=min_count
-        )
+        if isinstance(vocabulary, (str, os.PathLike)):
+            vocabulary = read_vocabulary(vocabulary)
+        elif vocabulary is None:
+            vocabulary = learn_vocabulary(
+                texts, vocabulary_size, lowercase=lowercase, min_count=min_count
+            )
         return cls(
             vocabulary, sequence_length, lowercase, pair, truncate, align_words, **kwargs
         )

@@ -8,6 +8,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from mtl_keras.preprocess import MIN_COUNT, VOCABULARY_SIZE
+
 
 class BatchCounter:
     """Counts what the training batches delivered, as `fit` consumed them.
@@ -152,3 +154,89 @@ def read_history(path):
                 except (TypeError, ValueError):
                     history.setdefault(key, []).append(float("nan"))
     return history
+
+
+# --------------------------------------------------------------------------
+# Lines printed while the data is read and the vocabulary learned.
+
+
+def source_line(split, source, table, seconds):
+    """One line for a source just read: its rows and labelled rows per task.
+
+    Example:
+    >>> from mtl_keras.data import bundled_sample
+    >>> tasks, _, dev = bundled_sample()
+    >>> print(source_line("dev", dev, dev.read(tasks), 0.12))
+    Read dev data sample/dev: 400 rows; labelled: topic 337, sentiment 341, rating 336, mentions 343 (0.1 s).
+    """
+    counts = table.labelled_counts()
+    labelled = ", ".join(f"{name} {counts[name]}" for name in source.tasks)
+    return (f"Read {split} data {source.name}: {len(table)} rows; labelled: {labelled} "
+            f"({seconds:.1f} s).")
+
+
+def split_line(entry, split):
+    """One line for a source's dev split (an entry of `data.split_sources`' record).
+
+    Example:
+    >>> entry = {"source": "t.tsv", "dev": 10, "train": 90, "stratify": "topic"}
+    >>> print(split_line(entry, {"seed": 0}))
+    Dev split of t.tsv: 10 rows for dev, 90 for training (stratified by topic, seed 0).
+    """
+    how = f"stratified by {entry['stratify']}" if entry["stratify"] else "not stratified"
+    return (f"Dev split of {entry['source']}: {entry['dev']} rows for dev, {entry['train']} "
+            f"for training ({how}, seed {split['seed']}).")
+
+
+def read_sources(split, sources, tasks, empty_text="keep", verbose=0):
+    """Reads each source (each keeps its table), printing a `source_line` each; returns them.
+
+    Example:
+    >>> from mtl_keras.data import bundled_sample
+    >>> tasks, train, _ = bundled_sample()
+    >>> len(read_sources("train", [train], tasks))
+    1
+    """
+    for source in sources:
+        start = time.perf_counter()
+        table = source.read(tasks, empty_text)
+        if verbose:
+            print(source_line(split, source, table, time.perf_counter() - start), flush=True)
+    return sources
+
+
+def learning_line(options, count):
+    """The line before a vocabulary is learned from `count` texts (`options`: `preprocessor:`).
+
+    Example:
+    >>> print(learning_line({"vocabulary_size": 500}, 2000))
+    Learning the vocabulary from 2000 texts (vocabulary_size 500, min_count 10)...
+    """
+    asked, min_count = options.get("vocabulary_size", VOCABULARY_SIZE), options.get("min_count", MIN_COUNT)
+    return (f"Learning the vocabulary from {count} texts (vocabulary_size {asked}, "
+            f"min_count {min_count})...")
+
+
+def vocabulary_line(options, learned, size, seconds):
+    """The line after the vocabulary is made: learned and asked sizes, what to change when short.
+
+    `options` is the `preprocessor:` section; `learned` False for a
+    vocabulary file or a preset's tokenizer.
+
+    Example:
+    >>> print(vocabulary_line({"vocabulary_size": 8000}, True, 970, 2.04))
+    Vocabulary: 970 tokens learned (8000 asked; words seen fewer than 10 times are spelled with pieces: lower preprocessor.min_count for more) in 2.0 s.
+    >>> print(vocabulary_line({"vocabulary": "vocab.txt"}, False, 30, 0.01))
+    Vocabulary: 30 tokens from vocab.txt.
+    """
+    if not learned:
+        return f"Vocabulary: {size} tokens from {options.get('vocabulary') or 'the preset'}."
+    asked, min_count = options.get("vocabulary_size", VOCABULARY_SIZE), options.get("min_count", MIN_COUNT)
+    if size >= asked:
+        return f"Vocabulary: {size} tokens learned ({asked} asked) in {seconds:.1f} s."
+    if min_count <= 1:
+        return (f"Vocabulary: {size} tokens learned ({asked} asked; the texts hold no more "
+                f"words and pieces) in {seconds:.1f} s.")
+    return (f"Vocabulary: {size} tokens learned ({asked} asked; words seen fewer than "
+            f"{min_count} times are spelled with pieces: lower preprocessor.min_count for "
+            f"more) in {seconds:.1f} s.")

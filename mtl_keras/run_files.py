@@ -9,6 +9,7 @@
       history.csv       per-epoch logs (`keras.callbacks.CSVLogger`)
       tensorboard/      the same logs for TensorBoard (`training.tensorboard`)
       diagnostics.csv   gradient diagnostics, if asked for
+      dev_split.json    with `data.split`: the dev rows taken from each training source
       FAILED.json       written when a loss turned non-finite
 
 With several workers (`mtl_keras.distribute`) only the chief writes these;
@@ -32,6 +33,7 @@ HISTORY = "history.csv"
 DIAGNOSTICS = "diagnostics.csv"
 TENSORBOARD = "tensorboard"
 FAILED = "FAILED.json"
+DEV_SPLIT = "dev_split.json"
 # What a resumed run must share with the checkpoints (besides tasks and shapes).
 RESUME_SETTINGS = (
     "epochs", "batch_size", "learning_rate", "encoder_learning_rate", "weight_decay",
@@ -95,6 +97,9 @@ def training_checkpoint(config, data, model, run_dir, role, allow_changed):
         "examples_per_epoch": data.examples_per_epoch,
         "vocabulary_sha256": hashlib.sha256(vocabulary.encode("utf-8")).hexdigest(),
     }
+    if data.split is not None:  # the same dev rows (so the same training rows)
+        rows = json.dumps([entry["dev_rows"] for entry in data.split["sources"]])
+        epoch_data["dev_split_sha256"] = hashlib.sha256(rows.encode("utf-8")).hexdigest()
     every_seconds = training.checkpoint_every_seconds
     if role.count > 1:
         every_seconds = None
@@ -116,6 +121,20 @@ def training_checkpoint(config, data, model, run_dir, role, allow_changed):
         )
     checkpoint.set_model(model)
     return checkpoint
+
+
+def write_dev_split(run_dir, record):
+    """Writes `dev_split.json`: a `data.split_sources` record (fraction, seed, rows per source).
+
+    Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> run = Path(tempfile.mkdtemp())
+    >>> write_dev_split(run, {"dev_fraction": 0.1, "seed": 0, "sources": []})
+    >>> json.loads((run / DEV_SPLIT).read_text())["dev_fraction"]
+    0.1
+    """
+    (run_dir / DEV_SPLIT).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
 def keep_history_before(path, epoch):

@@ -15,18 +15,21 @@ directory:
                          kind draws it (confusion matrix, predictions);
                          diagnostics.png with `diagnostics_every_steps`
       diagnostics.csv    per-task gradient diagnostics (if asked for)
+      dev_split.json     with `data.split`: the dev rows of each training source
 
 `run_evaluation(model_path, config)` evaluates a saved model on the dev
-data of a config.
+data of a config (or its test or train data, or a file laid out like them).
 """
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 from mtl_keras import plots
 from mtl_keras.config import ConfigError
-from mtl_keras.data import validate
+from mtl_keras.config_checks import columns
+from mtl_keras.data import FileSource, validate
 from mtl_keras.diagnostics import plot_diagnostics, read_diagnostics
 from mtl_keras.distribute import worker_role
 from mtl_keras.export import export_saved_model, load_keras_model
@@ -34,7 +37,7 @@ from mtl_keras.kinds import get_kind
 from mtl_keras.manifest import write_manifest
 from mtl_keras.model import MultiTaskModel
 from mtl_keras.pipeline import evaluate_tasks, fit_run, read_history
-from mtl_keras.run_files import DIAGNOSTICS, FAILED
+from mtl_keras.run_files import DEV_SPLIT, DIAGNOSTICS, FAILED
 
 
 class RunError(ValueError):
@@ -230,14 +233,80 @@ def load_run_model(path, trust_unverified=False):
     return loaded
 
 
-def run_evaluation(model_path, config, verbose=0, split="dev", trust_unverified=False):
-    """Evaluates a saved model on the dev (or test) data of `config`, task by task.
+def data_file_sources(config, path, tasks):
+    """`FileSource`s reading `path` as the config's entries whose columns it has.
+
+    The entries of `data.dev`, then `data.test`, then `data.train` are tried
+    in turn with `path` as their `file` (its format from its suffix; no
+    `max_rows`): an entry fits when `path` reads with its columns, and is
+    kept unless an entry kept before carries one of its tasks (each task is
+    evaluated once). `tasks` are the model's. A `ConfigError` says why no
+    entry fits.
+
+    Example:
+    >>> from mtl_keras.config import load_config
+    >>> from mtl_keras.data import BUNDLED_DIR
+    >>> config = load_config()
+    >>> [s.name for s in data_file_sources(config, BUNDLED_DIR / "sample/dev.tsv", config.tasks)]
+    ['dev.tsv']
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"Data file {path} (--data) does not exist.")
+    chosen, covered, problems = [], set(), []
+    for split in ("dev", "test", "train"):
+        for i, entry in enumerate(getattr(config.data, split)):
+            names = set(columns(entry.get("tasks") or {}))
+            if "file" not in entry or names & covered:
+                continue
+            kept = {k: v for k, v in entry.items() if k not in ("format", "max_rows", "name")}
+            try:
+                source = FileSource(**dict(kept, file=path, name=path.name))
+                source.read(tasks, config.data.empty_text)  # kept by the source
+            except ValueError as error:  # DataValidationError too
+                problems.append(f"data.{split}[{i}] (tasks {', '.join(sorted(names))}): {error}")
+                continue
+            chosen.append(source)
+            covered |= names
+    if not chosen:
+        raise ConfigError(
+            f"Data file {path} fits no source entry of the config {config.source or ''}: "
+            + "; ".join(problems or ["the config has no file entries"])
+            + ". Give a file with the columns of one of them."
+        )
+    return chosen
+
+
+def _check_recorded_split(model_path, record):
+    """Raises when the run's `dev_split.json` lists other dev rows than `record`."""
+    path = Path(model_path)
+    path = (path if path.is_dir() else path.parent) / DEV_SPLIT
+    if not path.is_file():
+        return
+    recorded = {e["source"]: e["dev_rows"] for e in json.loads(path.read_text())["sources"]}
+    for entry in record["sources"]:
+        if entry["source"] in recorded and recorded[entry["source"]] != entry["dev_rows"]:
+            raise RunError(
+                f"The dev rows of {entry['source']} made from the config differ from those "
+                f"recorded in {path} at training: the data file or data.split changed "
+                "since. Evaluate with the data and config the run was trained with."
+            )
+
+
+def run_evaluation(model_path, config, verbose=0, split="dev", data_file=None,
+                   trust_unverified=False):
+    """Evaluates a saved model on the dev (or test, or train) data of `config`, task by task.
 
     Args:
         model_path: a run directory or a `.keras` file.
         config: a `RunConfig` whose `split` sources carry the model's tasks.
-        verbose: 1 prints the metrics table.
-        split: `dev`, or `test` for the config's `data.test` sources.
+        verbose: 1 prints which tasks `data_file` holds and the metrics table.
+        split: `dev`, `test` (the config's `data.test`) or `train`. With
+            `data.split`, `dev` is the run's dev rows (the same rows as at
+            training: checked against the run's `dev_split.json`) and
+            `train` the rest.
+        data_file: instead, a file laid out like the config's sources
+            (`data_file_sources`); the tasks it carries are evaluated.
         trust_unverified: load a model that has no (matching) manifest.
 
     Returns:
@@ -256,10 +325,11 @@ def run_evaluation(model_path, config, verbose=0, split="dev", trust_unverified=
     >>> metrics["topic"]["examples"], metrics["topic"]["kind"]
     (337, 'multiclass')
     """
-    if split not in ("dev", "test") or not getattr(config.data, split):
+    if data_file is None and (split not in ("dev", "test", "train")
+                              or not (getattr(config.data, split) or split == "dev")):
         raise ConfigError(
             f"The config {config.source or ''} has no data.{split} sources to "
-            "evaluate on (splits: dev, and test where the config lists it)."
+            "evaluate on (splits: dev, train, and test where the config lists it)."
         )
     model = load_run_model(model_path, trust_unverified)
     config_tasks = {t.name: t for t in config.tasks}
@@ -277,15 +347,32 @@ def run_evaluation(model_path, config, verbose=0, split="dev", trust_unverified=
                 f"config ({config_tasks[task.name]})."
             )
     model.compile()
+    if data_file is not None:  # no dev rows are taken from the training data
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, split=None))
     config = config.with_tasks(model.task_names)
-    sources = config.sources(split)
-    validate(model.tasks, sources, empty_text=config.data.empty_text, split="evaluation")
+    needed = None
+    if data_file is not None:
+        sources = data_file_sources(config, data_file, model.tasks)
+        needed = [n for n in model.task_names if any(n in s.tasks for s in sources)]
+        if verbose:
+            missing = [n for n in model.task_names if n not in needed]
+            print(f"Evaluating {sources[0].path} on {', '.join(needed)}"
+                  + (f" (not in it: {', '.join(missing)})." if missing else "."))
+    elif config.data.split is not None and split in ("train", "dev"):
+        train, dev, record = config.train_and_dev()
+        _check_recorded_split(model_path, record)
+        sources = dev if split == "dev" else train
+    else:
+        sources = config.sources(split)
+    validate(model.tasks, sources, empty_text=config.data.empty_text, split="evaluation",
+             needed=needed)
     metrics, _ = evaluate_tasks(
         model,
         sources,
         config.training.batch_size,
         empty_text=config.data.empty_text,
         with_predictions=False,
+        needed=needed,
     )
     if verbose:
         print(format_metrics_table(metrics))

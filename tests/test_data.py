@@ -770,6 +770,7 @@ def test_data_modules_are_small_and_leave_kinds_to_kinds_py():
         "mixing.py",
         "sample.py",
         "sources.py",
+        "split.py",
         "tfds_source.py",
     ]
     switch = re.compile(r"\bkind\s*(==|!=|\bin\b|\bnot in\b)")

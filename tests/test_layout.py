@@ -10,12 +10,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mtl_keras"
 ORDER = [
     "_compat", "manifest", "plots", "metrics", "words", "entities", "kinds.base", "kinds.multiclass", "kinds.binary",
     "kinds.multilabel", "kinds.regression", "kinds.tagging", "kinds", "tasks",
-    "data.examples", "data.conll", "data.sources", "data.tfds_source", "data.mixing", "data.sample", "data",
+    "data.examples", "data.conll", "data.sources", "data.tfds_source", "data.mixing", "data.split", "data.sample", "data",
     "preprocess", "batching", "data_report", "backbone", "weighting.base", "weighting.static", "weighting.uncertainty",
     "weighting.dwa", "weighting.rlw", "weighting.famo", "weighting.pcgrad", "weighting.cagrad",
     "weighting.upgrad", "weighting.imtl", "weighting", "step", "optimizers", "guards", "serving", "model",
     "minilm", "pretrained", "loop", "checkpoints", "epochs", "diagnostics", "progress", "add_task", "warmup", "export", "serve", "distribute", "run_files", "config_files", "config_checks", "training_settings", "overrides", "monitoring", "config",
-    "pipeline", "train",
+    "run_data", "pipeline", "train",
     "compare_report", "compare", "cli_checks", "cli_parser", "cli",
 ]
 LEVELS = {name: i for i, name in enumerate(ORDER)}

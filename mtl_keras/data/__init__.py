@@ -2,7 +2,8 @@
 
 `sources` reads files and tfds splits into `examples.Examples` tables,
 `examples` checks them against the model's tasks and builds the joint and
-evaluation datasets, `mixing` mixes separate sources by a sampler, and
+evaluation datasets, `mixing` mixes separate sources by a sampler,
+`split` takes a seeded, stratified dev split from training sources, and
 `sample` is the bundled sample. Each module's docstring explains its part
 (text policy and label cells: `sources`; the joint epoch: `examples`; the
 mixture epoch: `mixing`). See docs/CONTRACTS.md for the dataset contract.
@@ -30,6 +31,7 @@ from mtl_keras.data.mixing import (
 )
 from mtl_keras.data.sample import BUNDLED_DIR, SAMPLE_TASKS, bundled_sample
 from mtl_keras.data.sources import FileSource
+from mtl_keras.data.split import DevSplit, SplitPart, split_sources
 from mtl_keras.data.tfds_source import GOEMOTIONS_LABELS, TfdsSource
 
 __all__ = [
@@ -40,11 +42,13 @@ __all__ = [
     "BUNDLED_DIR",
     "Annealed",
     "DataValidationError",
+    "DevSplit",
     "Examples",
     "JointRows",
     "FileSource",
     "Mixture",
     "Proportional",
+    "SplitPart",
     "Temperature",
     "TfdsSource",
     "Uniform",
@@ -54,5 +58,6 @@ __all__ = [
     "get_sampler",
     "joint_dataset",
     "largest_remainder",
+    "split_sources",
     "validate",
 ]

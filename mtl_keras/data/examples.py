@@ -223,12 +223,14 @@ def _check_source_tasks(source, tasks):
             )
 
 
-def validate(tasks, sources, *, empty_text="keep", split="train"):
+def validate(tasks, sources, *, empty_text="keep", split="train", needed=None):
     """Reads `sources` and checks them against the model's `tasks`.
 
     Raises `DataValidationError` for a bad label, a task in the data that the
     model lacks, a model task that no source provides, or a task left with no
     labelled example (an empty split). Returns one `Examples` per source.
+    `needed` (task names, default all) limits the last two checks to those
+    tasks (an evaluation file that carries some of the model's tasks).
 
     Example:
     >>> from mtl_keras.data import bundled_sample
@@ -244,7 +246,8 @@ def validate(tasks, sources, *, empty_text="keep", split="train"):
     provided = {name for source in sources for name in source.tasks}
     for source in sources:
         _check_source_tasks(source, tasks)
-    for task in tasks:
+    needed = [t for t in tasks if needed is None or t.name in needed]
+    for task in needed:
         if task.name not in provided:
             raise DataValidationError(
                 f"Task {task.name!r} of the model is provided by no {split} "
@@ -252,7 +255,7 @@ def validate(tasks, sources, *, empty_text="keep", split="train"):
                 f"provide {sorted(provided)})" + _did_you_mean(task.name, provided)
             )
     tables = [source.read(tasks, empty_text) for source in sources]
-    for task in tasks:
+    for task in needed:
         if sum(t.labelled_counts()[task.name] for t in tables) == 0:
             raise DataValidationError(
                 f"Task {task.name!r}: the {split} split is empty, no labelled "
@@ -340,13 +343,13 @@ def joint_dataset(tasks, sources, *, shuffle=True, seed=0, empty_text="keep"):
     return _gather(table.tensors(), rows)
 
 
-def eval_dataset(tasks, sources, *, empty_text="keep"):
+def eval_dataset(tasks, sources, *, empty_text="keep", needed=None):
     """`(dataset, counts)`: every dev row that carries a label, once, in file order.
 
     Each row keeps all its labels and masks, so one pass gives every task's
     metrics on its own labelled rows (masked metrics count only those);
     `counts[task]` is how many rows that is. A text that several tasks
-    label runs through the model once.
+    label runs through the model once. `needed`: as for `validate`.
 
     Example:
     >>> from mtl_keras.data import bundled_sample
@@ -355,7 +358,7 @@ def eval_dataset(tasks, sources, *, empty_text="keep"):
     >>> int(dataset.cardinality()), counts["topic"]
     (400, 337)
     """
-    table = _eval_table(tasks, sources, empty_text)
+    table = _eval_table(tasks, sources, empty_text, needed)
     table = table.take(np.flatnonzero(_any_label(table)))
     counts = table.labelled_counts()
     for task, count in counts.items():
@@ -363,8 +366,8 @@ def eval_dataset(tasks, sources, *, empty_text="keep"):
     return table.to_dataset(with_pair=table.text_pair is not None), counts
 
 
-def _eval_table(tasks, sources, empty_text):
-    tables = validate(tasks, sources, empty_text=empty_text, split="evaluation")
+def _eval_table(tasks, sources, empty_text, needed=None):
+    tables = validate(tasks, sources, empty_text=empty_text, split="evaluation", needed=needed)
     validate_tasks(tasks)
     return _concat(tables, " + ".join(t.source for t in tables))
 

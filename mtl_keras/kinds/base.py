@@ -199,6 +199,14 @@ class TaskKind:
         """
         return None
 
+    def strata(self, task, labels, masks):
+        """Each row's class for a stratified split (int64, -1 where unlabelled), or None.
+
+        None (the default) means rows of this kind have no single class to
+        stratify by; the kinds with one class per row return it.
+        """
+        return None
+
     def label_array(self, task, values):
         """A numpy column of parsed labels."""
         return np.asarray(values, "float32")
@@ -266,6 +274,17 @@ class ClassKind(TaskKind):
             "label": outputs[f"{task.name}_label"][row].decode(),
             "probabilities": top_probabilities(task.classes, p, top_k),
         }
+
+
+def class_strata(labels, masks):
+    """One class per row as int64, -1 where the row has no label (`TaskKind.strata`).
+
+    Example:
+    >>> class_strata(np.array([1.0, 0.0, 1.0]), np.array([1.0, 0.0, 1.0])).tolist()
+    [1, -1, 1]
+    """
+    labels = np.asarray(labels).reshape(len(masks), -1)[:, 0].astype("int64")
+    return np.where(np.asarray(masks) > 0, labels, -1)
 
 
 def top_probabilities(classes, p, top_k=None):

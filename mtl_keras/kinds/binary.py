@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_keras import plots
-from mtl_keras.kinds.base import THRESHOLD, ClassKind, confusion_counts
+from mtl_keras.kinds.base import THRESHOLD, ClassKind, class_strata, confusion_counts
 from mtl_keras.metrics import ConfusionMatrixMetric
 
 
@@ -33,6 +33,9 @@ class Binary(ClassKind):
         for statistic in ("precision", "recall", "f1", "mcc"):
             found[statistic] = ConfusionMatrixMetric(2, statistic, name=f"{task.name}_{statistic}")
         return found
+
+    def strata(self, task, labels, masks):
+        return class_strata(labels, masks)
 
     def serving_outputs(self, task, logits, padding_mask):
         p = tf.sigmoid(tf.reshape(logits, [-1]))

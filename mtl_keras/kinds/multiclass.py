@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_keras import plots
-from mtl_keras.kinds.base import ClassKind, confusion_counts
+from mtl_keras.kinds.base import ClassKind, class_strata, confusion_counts
 from mtl_keras.metrics import ConfusionMatrixMetric, LogitF1Score
 
 
@@ -33,6 +33,9 @@ class Multiclass(ClassKind):
 
     def label_array(self, task, values):
         return np.asarray(values, "int32")
+
+    def strata(self, task, labels, masks):
+        return class_strata(labels, masks)
 
     def serving_outputs(self, task, logits, padding_mask):
         p = tf.nn.softmax(logits, axis=-1)

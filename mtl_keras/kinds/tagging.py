@@ -86,6 +86,9 @@ class Tagging(Multiclass):
     def placeholder(self, task, num_words):
         return np.zeros(num_words, "int32")
 
+    def strata(self, task, labels, masks):
+        return None  # a tag per word: no single class per row
+
     def label_array(self, task, values):
         array = np.empty(len(values), object)
         array[:] = [np.asarray(v, "int32") for v in values]
