@@ -15,7 +15,7 @@ from mtl_keras.config import ConfigError, load_config, parse_config
 from mtl_keras.data import BUNDLED_DIR
 from mtl_keras.pipeline import build_model, fit_run, make_preprocessor, read_data
 from mtl_keras.preprocess import RESERVED_TOKENS, read_vocabulary
-from mtl_keras.train import RunError, run_evaluation
+from mtl_keras.train import RunError, run_evaluation, save_run_model
 
 SAMPLE_DEV = BUNDLED_DIR / "sample" / "dev.tsv"
 TASKS = [{"name": "topic", "kind": "multiclass", "num_classes": 3},
@@ -166,7 +166,7 @@ def split_run(tmp_path_factory):
     out, printed = directory / "run", io.StringIO()
     with contextlib.redirect_stdout(printed):  # the run directory without export and plots
         result = fit_run(load_config(path), run_dir=out, verbose=1, with_predictions=False)
-    result.model.save(out / "model.keras")
+    save_run_model(result.model, out)  # model.keras and its manifest
     (out / "config.yaml").write_text(result.config.to_yaml())
     return out, result, printed.getvalue()
 
@@ -243,7 +243,7 @@ def test_evaluate_data_evaluates_the_tasks_of_the_entry_it_fits(tmp_path):
     config = parse_config(mapping)
     run = tmp_path / "run"
     run.mkdir()
-    build_model(config, make_preprocessor(config, ["a b c"])).save(run / "model.keras")
+    save_run_model(build_model(config, make_preprocessor(config, ["a b c"])), run)
     rows = [["x y", "0"], ["z", ""], ["x", "2"], ["y", "1"]]
     small = write_tsv(tmp_path / "new.csv", rows, ("text", "topic"))  # CSV: from the suffix
     metrics = run_evaluation(run, config, data_file=small)
