@@ -36,6 +36,7 @@ import contextlib  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import shlex  # noqa: E402
 import textwrap  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -124,7 +125,8 @@ def _cmd_train(args):
     config, out = _config_and_out(args)
     try:
         run_training(config, out, verbose=0 if args.quiet else 1, restart=args.restart,
-                     allow_changed_settings=args.allow_changed_settings, strategy=strategy)
+                     allow_changed_settings=args.allow_changed_settings, strategy=strategy,
+                     command=args.command_line)
     except tf.errors.OpError as error:
         if args.strategy != "multi_worker":
             raise
@@ -446,6 +448,7 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error (already printed)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    args.command_line = shlex.join(["mtl-keras", *map(str, sys.argv[1:] if argv is None else argv)])
     _quiet_tensorflow()
 
     from mtl_keras.checkpoints import CheckpointError

@@ -22,7 +22,9 @@ RUN_FILES = [
     "vocabulary.txt",
     "config.yaml",
     "history.csv",
+    "history.json",
     "metrics.json",
+    "README.md",
     "plots/learning_curves.png",
     "plots/topic_confusion.png",
     "plots/sentiment_confusion.png",
@@ -86,7 +88,7 @@ def test_train_writes_the_run_directory(run_dir):
     for png in (run_dir / "plots").glob("*.png"):
         assert png.stat().st_size > 1000
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())["tasks"]
     assert set(metrics) == TASKS
     assert metrics["topic"]["kind"] == "multiclass"
     assert {"accuracy", "macro_f1", "loss", "examples"} <= set(metrics["topic"])
@@ -162,7 +164,7 @@ def test_evaluate_prints_a_table_and_writes_json(run_dir, tmp_path, capsys):
         assert task in printed
     metrics = json.loads(out.read_text())
     assert set(metrics) == TASKS
-    trained = json.loads((run_dir / "metrics.json").read_text())
+    trained = json.loads((run_dir / "metrics.json").read_text())["tasks"]
     assert metrics["topic"]["accuracy"] == pytest.approx(trained["topic"]["accuracy"])
     assert metrics["rating"]["mae"] == pytest.approx(trained["rating"]["mae"], rel=1e-4)
 
@@ -325,3 +327,62 @@ def test_console_script_predicts(run_dir):
     assert result.returncode == 0, result.stderr
     rows = json_lines(result.stdout)  # stdout holds only the JSON lines
     assert len(rows) == 1 and set(rows[0]) == TASKS
+
+
+# --- Run records (metrics.json's run record, history.json, the model card).
+
+
+def test_metrics_json_records_versions_seed_command_and_config(run_dir):
+    import datetime
+    import platform
+    import shlex
+    from importlib import metadata
+
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert set(report) == {"tasks", "run"} and set(report["tasks"]) == TASKS
+    run = report["run"]
+    for name in ("mtl_keras", "keras", "keras-hub", "tensorflow", "tensorflow-text", "numpy"):
+        assert run["versions"][name] == metadata.version(name), name
+    assert run["versions"]["python"] == platform.python_version()
+    assert run["seed"] == 5  # --seed 5 overrode the config's
+    command = shlex.split(run["command"])
+    assert command[:2] == ["mtl-keras", "train"] and str(run_dir) in command
+    assert command[command.index("--seed") + 1] == "5"
+    assert "training.warmup_fraction=0.2" in command
+    date = datetime.datetime.fromisoformat(run["date"])
+    assert date.utcoffset() == datetime.timedelta(0)
+    assert abs(datetime.datetime.now(datetime.timezone.utc) - date) < datetime.timedelta(hours=2)
+    assert run["config"] == yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (run["epochs"], run["epochs_run"], run["stopped_early"]) == (1, 1, False)
+    vocabulary = (run_dir / "vocabulary.txt").read_text().splitlines()
+    assert run["vocabulary"] == {"asked": run["config"]["preprocessor"]["vocabulary_size"],
+                                 "learned": len(vocabulary)}
+    assert run["dev_examples"] == {t: m["examples"] for t, m in report["tasks"].items()}
+    assert set(run["train_rows"]) == TASKS and all(n > 0 for n in run["train_rows"].values())
+    assert 0 < run["train_seconds"] <= run["wall_seconds"]
+    assert run["parameters"] > 0
+
+
+def test_history_json_is_history_csv(run_dir):
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history == read_history(run_dir / "history.csv")
+    assert len(history["loss"]) == 1 and "val_topic_accuracy" in history
+
+
+def test_the_model_card_names_tasks_labels_sizes_metrics_and_use(run_dir):
+    from mtl_keras.train import load_run_model
+
+    card = (run_dir / "README.md").read_text()
+    report = json.loads((run_dir / "metrics.json").read_text())
+    for task in load_run_model(run_dir).tasks:
+        row = next(line for line in card.splitlines() if line.startswith(f"| {task.name} | "))
+        assert task.kind in row
+        assert all(label in row for label in task.classes), (task.name, row)
+        assert str(report["run"]["train_rows"][task.name]) in row
+    assert f"{report['tasks']['topic']['accuracy']:.4f}" in card
+    assert f"{report['tasks']['rating']['mae']:.4f}" in card
+    for needed in ("import mtl_keras", "keras.saving.load_model", f"mtl-keras predict {run_dir}",
+                   "import tensorflow_text", "serving_default", "topic_probabilities",
+                   f"keras {report['run']['versions']['keras']}", report["run"]["date"]):
+        assert needed in card, needed
+

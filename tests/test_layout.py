@@ -15,7 +15,7 @@ ORDER = [
     "weighting.dwa", "weighting.rlw", "weighting.famo", "weighting.pcgrad", "weighting.cagrad",
     "weighting.upgrad", "weighting.imtl", "weighting", "step", "optimizers", "guards", "serving", "model",
     "minilm", "pretrained", "loop", "checkpoints", "epochs", "diagnostics", "progress", "add_task", "export", "distribute", "run_files", "config_checks", "training_settings", "overrides", "monitoring", "config",
-    "pipeline", "train",
+    "pipeline", "run_records", "train",
     "compare_report", "compare", "cli",
 ]
 LEVELS = {name: i for i, name in enumerate(ORDER)}
