@@ -6,7 +6,7 @@
                     [--strategy none|mirrored|multi_worker] [--collective-timeout S]
     mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR] [--split dev|test]
     mtl-keras export MODEL OUT_DIR
-    mtl-keras predict PATH [TEXT ...] [--file F]      (TEXT "-": stdin lines)
+    mtl-keras predict PATH [TEXT ...] [--file F] [--top-k K]   (TEXT "-": stdin lines)
     mtl-keras compare [--config FILE] [--seeds K] [--out DIR] [--epochs N] [--weighting A,B]
                       [--data-root DIR] [--multitask-budget F] [--set KEY=VALUE ...]
     mtl-keras --version
@@ -227,7 +227,7 @@ def _read_texts(args):
 
 
 def _cmd_predict(args):
-    from mtl_keras.export import predict_texts
+    from mtl_keras.export import predict_records
     from mtl_keras.train import RunError
 
     path = _serving_path(args.path)
@@ -237,7 +237,7 @@ def _cmd_predict(args):
             "No texts to predict: pass TEXT arguments, `-` for stdin or --file F."
         )
     try:
-        results = predict_texts(str(path), texts, batch_size=args.batch_size)
+        results = predict_records(str(path), texts, batch_size=args.batch_size, top_k=args.top_k)
     except ValueError as error:
         raise RunError(str(error)) from None
     for result in results:
@@ -349,7 +349,9 @@ def build_parser():
     export.set_defaults(run=_cmd_export)
 
     predict = commands.add_parser(
-        "predict", help="predict every task for texts; one JSON object per text"
+        "predict", help="predict every task for texts; one JSON object per text, the text first",
+        description="Prints one JSON line per text: {\"text\": ..., task: {\"label\": ..., "
+        "\"probabilities\": ...}}; a sentence-pair model takes TEXT<TAB>TEXT_PAIR lines.",
     )
     predict.add_argument(
         "path", help="exported SavedModel, run directory or .keras file"
@@ -358,6 +360,11 @@ def build_parser():
         "texts", nargs="*", metavar="TEXT", help="texts; '-' reads stdin lines"
     )
     predict.add_argument("--file", help="read texts from this file, one per line")
+    predict.add_argument(
+        "--top-k", type=int, metavar="K",
+        help="only the K most probable classes per classification task (binary, multiclass, "
+        "multilabel; tagging: each word's K tags too); regression unchanged (default: all)",
+    )
     predict.add_argument("--batch-size", type=int, default=64, help=argparse.SUPPRESS)
     predict.set_defaults(run=_cmd_predict)
 
@@ -445,7 +452,11 @@ def main(argv=None):
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and (args.command != "predict" or any(e[:1] == "-" != e for e in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:  # `predict PATH --top-k 1 TEXT ...`: argparse leaves these TEXTs over
+            args.texts += extra
     except SystemExit as exit_:  # --help, or a usage error (already printed)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     args.command_line = shlex.join(["mtl-keras", *map(str, sys.argv[1:] if argv is None else argv)])

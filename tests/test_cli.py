@@ -202,8 +202,8 @@ def test_export_and_predict(run_dir, tmp_path, capsys):
     assert cli.main(["predict", str(exported), *texts]) == 0
     rows = json_lines(capsys.readouterr().out)
     assert len(rows) == 2
-    for row in rows:
-        assert set(row) == TASKS
+    for row, text in zip(rows, texts):
+        assert set(row) == {"text", *TASKS} and row["text"] == text
         assert row["topic"]["label"] in ("sports", "politics", "tech", "food")
         assert row["sentiment"]["label"] in ("negative", "positive")
         assert isinstance(row["rating"]["value"], float)
@@ -242,7 +242,8 @@ def test_predict_reads_stdin_and_files(run_dir, tmp_path, capsys, monkeypatch):
         cli.main(["predict", str(run_dir / "model.keras"), "--file", str(texts)]) == 0
     )
     rows = json_lines(capsys.readouterr().out)
-    assert len(rows) == 3 and all(set(r) == TASKS for r in rows)
+    assert [r["text"] for r in rows] == ["one", "two", "three"]
+    assert all(set(r) == {"text", *TASKS} for r in rows)
 
 
 def test_bad_config_exits_2_with_a_clear_message(tmp_path, capsys):
@@ -326,10 +327,10 @@ def test_console_script_predicts(run_dir):
     )
     assert result.returncode == 0, result.stderr
     rows = json_lines(result.stdout)  # stdout holds only the JSON lines
-    assert len(rows) == 1 and set(rows[0]) == TASKS
+    assert len(rows) == 1 and set(rows[0]) == {"text", *TASKS}
 
 
-# --- Run records (metrics.json's run record, history.json, the model card).
+# --- Run records (metrics.json's run record, history.json, the model card) and predict --top-k.
 
 
 def test_metrics_json_records_versions_seed_command_and_config(run_dir):
@@ -386,3 +387,35 @@ def test_the_model_card_names_tasks_labels_sizes_metrics_and_use(run_dir):
                    f"keras {report['run']['versions']['keras']}", report["run"]["date"]):
         assert needed in card, needed
 
+
+def test_predict_top_k_keeps_k_classes_and_echoes_the_text(run_dir, capsys):
+    texts = ["the pizza was superb", "what an awful election"]
+    assert cli.main(["predict", str(run_dir), "--top-k", "1", *texts]) == 0
+    rows = json_lines(capsys.readouterr().out)
+    assert [row["text"] for row in rows] == texts
+    for row in rows:
+        assert list(row)[0] == "text"
+        for task in ("topic", "sentiment"):  # multiclass, binary: the label alone
+            assert list(row[task]["probabilities"]) == [row[task]["label"]]
+        assert set(row["rating"]) == {"value"}  # regression: unchanged
+        tags = row["mentions"]  # tagging: each tagged word's best tag
+        assert len(tags["probabilities"]) == len(tags["words"])
+        assert all(p is None or len(p) == 1 for p in tags["probabilities"])
+    assert cli.main(["predict", str(run_dir), "--top-k", "0", "hello"]) == cli.EXIT_USAGE
+    assert "top_k must be 1 or more, got 0" in capsys.readouterr().err
+
+
+def test_predict_echoes_both_texts_of_a_pair_model(tmp_path, capsys):
+    from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+
+    preprocessor = TextPreprocessor(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "rain", "wet"], 8,
+                                    pair=True)
+    model = MultiTaskModel([Task("entails", "binary")], SharedEncoder(6, 8, hidden_dim=4),
+                           preprocessor)
+    model.save(tmp_path / "pair.keras")
+    assert cli.main(["predict", str(tmp_path / "pair.keras"), "rain\twet"]) == 0
+    (row,) = json_lines(capsys.readouterr().out)
+    assert list(row)[:2] == ["text", "text_pair"] and (row["text"], row["text_pair"]) == (
+        "rain", "wet")
+    assert cli.main(["predict", str(tmp_path / "pair.keras"), "rain\twet", "dry"]) == 2
+    assert "input line 2 ('dry') has no tab" in " ".join(capsys.readouterr().err.split())
