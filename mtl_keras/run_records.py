@@ -261,9 +261,9 @@ def model_card(result, record, run_dir):
     vocabulary = record["vocabulary"]
     asked = "" if vocabulary["asked"] is None else f" (asked {vocabulary['asked']})"
     outputs = [o for t in served["tasks"] for o in t["outputs"]]
-    example = '"a premise\\tits hypothesis"' if pair else '"a text"'
-    inputs = "text=tf.constant([...]), text_pair=tf.constant([...])" if pair else (
-        'text=tf.constant(["a text"])')
+    example = "$'a premise\\tits hypothesis'" if pair else '"a text"'  # bash: TAB between
+    inputs = ('text=tf.constant(["a premise"]), text_pair=tf.constant(["its hypothesis"])'
+              if pair else 'text=tf.constant(["a text"])')
     lines = [
         f"# Model card: {run}",
         "",
@@ -299,8 +299,8 @@ def model_card(result, record, run_dir):
         "import mtl_keras  # registers the model's classes",
         "",
         f'model = keras.saving.load_model("{run}/model.keras")',
-        "print(model.predict_labels(["
-        + ('["a premise"], text_pairs=["its hypothesis"]' if pair else '"a text"]') + "))",
+        "print(model.predict_labels("
+        + ('["a premise"], text_pairs=["its hypothesis"]' if pair else '["a text"]') + "))",
         "```",
         "",
         "Predict from the command line (one JSON line per text, the text first):",
@@ -322,8 +322,10 @@ def model_card(result, record, run_dir):
         "",
         f"`serving_default` takes {' and '.join(f'`{i}`' for i in served['inputs'])} "
         f"(string `[B]`) and returns {', '.join(f'`{o}`' for o in outputs)} and "
-        "`num_tokens`; `serve_token_ids` takes packed ids, and `metadata` returns the "
-        "tasks as JSON.",
+        "`num_tokens`"
+        + (" (and `words`, `num_words`, `word_start`, `word_end`, `cut_words` for the "
+           "per-word tasks)" if any(t.per_token for t in tasks) else "")
+        + "; `serve_token_ids` takes packed ids, and `metadata` returns the tasks as JSON.",
         "",
         "## Versions",
         "",
@@ -357,7 +359,9 @@ def write_run_records(out, result, *, command=None, wall_seconds=None):
     >>> result = RunResult(build_model(config, preprocessor), {}, metrics, {},
     ...                    {"parameters": 1000}, 2000, config, {"topic": 1500})
     >>> _ = (run / HISTORY).write_text("epoch,loss,val_loss\\n0,0.9,1.0\\n")
-    >>> record = write_run_records(run, result, command="mtl-keras train")
+    >>> record = write_run_records(run, result)  # from Python: the record says so
+    >>> record["command"].startswith("mtl_keras.train.run_training() called from Python")
+    True
     >>> sorted(json.loads((run / METRICS).read_text())), read_task_metrics(run) == metrics
     (['run', 'tasks'], True)
     >>> json.loads((run / HISTORY_JSON).read_text()), (run / MODEL_CARD).is_file()
