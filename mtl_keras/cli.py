@@ -7,7 +7,7 @@
     mtl-keras evaluate MODEL [--config FILE] [--json OUT] [--data-root DIR]
                        [--split dev|test|train | --data FILE]
     mtl-keras export MODEL OUT_DIR
-    mtl-keras predict PATH [TEXT ...] [--file F]      (TEXT "-": stdin lines)
+    mtl-keras predict PATH [TEXT ...] [--file F] [--top-k K]   (TEXT "-": stdin lines)
     mtl-keras serve PATH [--host 127.0.0.1] [--port 8501] [--name NAME] [limits]
     mtl-keras compare [--config FILE] [--seeds K] [--out DIR] [--epochs N] [--weighting A,B]
                       [--data-root DIR] [--multitask-budget F] [--set KEY=VALUE ...]
@@ -39,6 +39,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")  # plots go to files
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import shlex  # noqa: E402
 import textwrap  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -133,7 +134,8 @@ def _cmd_train(args):
     config, out = _config_and_out(args)
     try:
         run_training(config, out, verbose=0 if args.quiet else 1, restart=args.restart,
-                     allow_changed_settings=args.allow_changed_settings, strategy=strategy)
+                     allow_changed_settings=args.allow_changed_settings, strategy=strategy,
+                     command=args.command_line)
     except tf.errors.OpError as error:
         if args.strategy != "multi_worker":
             raise
@@ -205,7 +207,7 @@ def _read_texts(args):
 
 
 def _cmd_predict(args):
-    from mtl_keras.export import predict_texts
+    from mtl_keras.export import predict_records
     from mtl_keras.train import RunError
 
     path = serving_path(args.path)
@@ -215,10 +217,8 @@ def _cmd_predict(args):
             "No texts to predict: pass TEXT arguments, `-` for stdin or --file F."
         )
     try:
-        results = predict_texts(
-            str(path), texts, batch_size=args.batch_size,
-            trust_unverified=args.trust_unverified,
-        )
+        results = predict_records(str(path), texts, batch_size=args.batch_size, top_k=args.top_k,
+                                  trust_unverified=args.trust_unverified)
     except ValueError as error:
         raise RunError(str(error)) from None
     for result in results:
@@ -286,9 +286,14 @@ def main(argv=None):
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and (args.command != "predict" or any(e[:1] == "-" != e for e in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:  # `predict PATH --top-k 1 TEXT ...`: argparse leaves these TEXTs over
+            args.texts += extra
     except SystemExit as exit_:  # --help, or a usage error (already printed)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    args.command_line = shlex.join(["mtl-keras", *map(str, sys.argv[1:] if argv is None else argv)])
     try:
         first_line = check_before_tensorflow(args)
     except (UsageError, ConfigError) as error:

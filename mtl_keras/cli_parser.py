@@ -98,7 +98,9 @@ def build_parser():
     _add_trust_flag(export)
 
     predict = commands.add_parser(
-        "predict", help="predict every task for texts; one JSON object per text"
+        "predict", help="predict every task for texts; one JSON object per text, the text first",
+        description="Prints one JSON line per text: {\"text\": ..., task: {\"label\": ..., "
+        "\"probabilities\": ...}}; a sentence-pair model takes TEXT<TAB>TEXT_PAIR lines.",
     )
     predict.add_argument(
         "path", help="exported SavedModel, run directory or .keras file"
@@ -107,6 +109,11 @@ def build_parser():
         "texts", nargs="*", metavar="TEXT", help="texts; '-' reads stdin lines"
     )
     predict.add_argument("--file", help="read texts from this file, one per line")
+    predict.add_argument(
+        "--top-k", type=int, metavar="K",
+        help="only the K most probable classes per classification task (binary, multiclass, "
+        "multilabel; tagging: each word's K tags too); regression unchanged (default: all)",
+    )
     predict.add_argument("--batch-size", type=int, default=64, help=argparse.SUPPRESS)
     _add_trust_flag(predict)
 

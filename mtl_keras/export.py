@@ -7,8 +7,10 @@
 - `model.save("model.keras")` is the other artifact: self-contained, since
   the model owns its preprocessor (the vocabulary is an asset of the file).
 
-`load_for_serving(path)` opens either as a `Predictor`, and
-`predict_texts(path, texts)` returns one JSON-serializable dict per text.
+`load_for_serving(path)` opens either as a `Predictor`,
+`predict_texts(path, texts)` returns one JSON-serializable dict per text,
+and `predict_records(path, lines)` (what `mtl-keras predict` prints) the
+same with each input echoed first.
 `.keras` files are always loaded with `safe_mode=True`, and files that carry
 Python code (a `Lambda` layer) are refused (`load_keras_model`).
 
@@ -403,3 +405,63 @@ def predict_texts(path, texts, text_pairs=None, batch_size=64, top_k=None, trust
     return load_for_serving(path, trust_unverified).predict(
         texts, text_pairs, batch_size=batch_size, top_k=top_k
     )
+
+
+ECHO_KEYS = ("text", "text_pair")
+
+
+def _shown(text):
+    """A text as JSON shows it: the bytes of a surrogate-escaped `str` decoded."""
+    return to_bytes(text).decode("utf-8", "replace")
+
+
+def predict_records(path, lines, batch_size=64, top_k=None, trust_unverified=False):
+    """One dict per input line, the input first: `{"text": ..., task: ...}`.
+
+    For a sentence-pair model each line is `text<TAB>text_pair`, and both
+    are echoed. `top_k` keeps the K most likely classes of each
+    multiclass, multilabel and binary task (and adds each word's K most
+    likely tags for tagging tasks); regression values are unchanged.
+    `trust_unverified` as for `load_for_serving`.
+
+    Raises:
+        ValueError: `top_k` below 1, a pair line without a tab, or a task
+            named like an echoed input (`text`, `text_pair`).
+
+    Example:
+    >>> import tempfile
+    >>> from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+    >>> preprocessor = TextPreprocessor(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "pets"], 6)
+    >>> tags = Task("tags", "multilabel", 3, label_names=("cats", "dogs", "fish"))
+    >>> model = MultiTaskModel([tags], SharedEncoder(5, 6, hidden_dim=4), preprocessor)
+    >>> model.save(keras_file := tempfile.mkdtemp() + "/tags.keras")
+    >>> record = predict_records(keras_file, ["pets"], top_k=1)[0]
+    >>> list(record), record["text"], len(record["tags"]["probabilities"])
+    (['text', 'tags'], 'pets', 1)
+    """
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be 1 or more, got {top_k}.")
+    predictor = load_for_serving(path, trust_unverified=trust_unverified)
+    clash = [t.name for t in predictor.tasks if t.name in ECHO_KEYS]
+    if clash:
+        raise ValueError(
+            f"{path} has a task named {clash[0]!r}, the key of the echoed input: "
+            "use Predictor.predict, whose dicts hold the tasks only."
+        )
+    lines = list(lines)
+    pairs = None
+    if predictor.pair:
+        for number, line in enumerate(lines, 1):
+            if "\t" not in line:
+                raise ValueError(
+                    f"{path} takes sentence pairs: input line {number} ({line[:60]!r}) has "
+                    "no tab; give each as `text<TAB>text_pair`."
+                )
+        lines, pairs = zip(*(line.split("\t", 1) for line in lines)) if lines else ((), ())
+        lines, pairs = list(lines), list(pairs)
+    results = predictor.predict(lines, pairs, batch_size=batch_size, top_k=top_k)
+    inputs = zip(lines, pairs) if pairs is not None else ((t,) for t in lines)
+    return [
+        {**{k: _shown(v) for k, v in zip(ECHO_KEYS, given)}, **result}
+        for given, result in zip(inputs, results)
+    ]

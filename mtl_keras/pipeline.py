@@ -59,6 +59,7 @@ class RunResult:
         compute: examples, steps, token positions and seconds (see `fit_run`).
         examples_per_epoch: training examples in one epoch.
         config: the resolved `RunConfig`.
+        train_rows: `{task: training rows carrying its label}`.
 
     Example:
     >>> [field.name for field in dataclasses.fields(RunResult)][:4]
@@ -72,6 +73,7 @@ class RunResult:
     compute: dict
     examples_per_epoch: int
     config: object
+    train_rows: dict = dataclasses.field(default_factory=dict)
 
 
 def learning_rate(training, total_steps):
@@ -408,6 +410,7 @@ def _fit_run(config, role, examples, preprocessor, strategy, callbacks, run_dir,
         evaluate_seconds=round(time.perf_counter() - evaluate_start, 2),
         total_seconds=round(time.perf_counter() - start, 2),
     )
-    return RunResult(
-        model, dict(history), metrics, predictions, compute, data.examples_per_epoch, config
-    )
+    train_rows = {t.name: sum(table.labelled_counts()[t.name] for table in data.tables)
+                  for t in config.tasks}
+    return RunResult(model, dict(history), metrics, predictions, compute,
+                     data.examples_per_epoch, config, train_rows)

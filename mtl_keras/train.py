@@ -10,7 +10,12 @@ directory:
       vocabulary.txt     the WordPiece vocabulary, one token per line
       config.yaml        the resolved config (absolute data_root, precision)
       history.csv        per-epoch logs of `fit` (`CSVLogger`)
-      metrics.json       final per-task dev metrics
+      history.json       the same as {log key: [value per epoch]}
+      metrics.json       {"tasks": final per-task dev metrics, "run": the run
+                         record: versions, seed, date, command, epochs run,
+                         vocabulary, times, the resolved config}
+      README.md          the model card: tasks, labels, data sizes, metrics,
+                         how to load, predict and serve
       plots/             learning_curves.png and one figure per task, as its
                          kind draws it (confusion matrix, predictions);
                          diagnostics.png with `diagnostics_every_steps`
@@ -33,11 +38,17 @@ from mtl_keras.data import FileSource, validate
 from mtl_keras.diagnostics import plot_diagnostics, read_diagnostics
 from mtl_keras.distribute import worker_role
 from mtl_keras.export import export_saved_model, load_keras_model
-from mtl_keras.kinds import get_kind
 from mtl_keras.manifest import write_manifest
 from mtl_keras.model import MultiTaskModel
 from mtl_keras.pipeline import evaluate_tasks, fit_run, read_history
 from mtl_keras.run_files import DEV_SPLIT, DIAGNOSTICS, FAILED
+from mtl_keras.run_records import (  # format_metrics_table: also imported from here
+    HISTORY_JSON,
+    METRICS,
+    MODEL_CARD,
+    format_metrics_table,
+    write_run_records,
+)
 
 
 class RunError(ValueError):
@@ -73,47 +84,8 @@ def write_plots(directory, history, tasks, predictions):
     return written
 
 
-def format_metrics_table(metrics):
-    """A plain-text table: one row per task, one column per metric.
-
-    Example:
-    >>> print(format_metrics_table({"spam": {"kind": "binary", "examples": 10, "accuracy": 0.9}}))
-    task  kind    examples  accuracy
-    --------------------------------
-    spam  binary        10    0.9000
-    """
-    columns = []
-    for result in metrics.values():
-        headline = get_kind(result["kind"]).headline_in(result) if "kind" in result else None
-        ordered = ["loss", headline] + sorted(result)
-        for key in ordered:
-            numeric = isinstance(result.get(key), (int, float))  # not `per_type`
-            if numeric and key not in ("kind", "examples") and key not in columns:
-                columns.append(key)
-    header = ["task", "kind", "examples", *columns]
-    rows = [
-        [
-            name,
-            result.get("kind", ""),
-            str(result.get("examples", "")),
-            *(f"{result[c]:.4f}" if c in result else "-" for c in columns),
-        ]
-        for name, result in metrics.items()
-    ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells):
-        return "  ".join(
-            c.ljust(w) if i < 2 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths))
-        )
-
-    rule = "-" * len(line(header))
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
-
-
 def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settings=False,
-                 strategy=None):
+                 strategy=None, command=None):
     """Trains the model a `RunConfig` describes and writes a run directory.
 
     A run directory that holds checkpoints is resumed from the newest one
@@ -129,10 +101,14 @@ def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settin
             changed (see `pipeline.fit_run`).
         strategy: a `tf.distribute.Strategy` (`distribute.make_strategy`);
             with several workers only the chief writes the run directory.
+        command: how the run was started, for the run record (`mtl-keras
+            train` passes its command line; default: this function, called
+            from Python, and `sys.argv`).
 
     Returns:
-        The `pipeline.RunResult`; its `metrics` are written to `metrics.json`:
-        `{task: {"kind": ..., "examples": n, "<metric>": value, ...}}`.
+        The `pipeline.RunResult`; its `metrics` are written to `metrics.json`
+        under `"tasks"`: `{task: {"kind": ..., "examples": n, "<metric>": value}}`,
+        beside the run record under `"run"` (see `mtl_keras.run_records`).
 
     Example:
     >>> import tempfile
@@ -146,7 +122,7 @@ def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settin
     out = Path(out_dir)
     chief = worker_role(strategy).is_chief
     if chief:  # the directory itself is made once the data passed its checks
-        for name in ("metrics.json", FAILED):
+        for name in (METRICS, HISTORY_JSON, MODEL_CARD, FAILED):
             (out / name).unlink(missing_ok=True)
     result = fit_run(config, run_dir=out, verbose=verbose, restart=restart,
                      allow_changed_settings=allow_changed_settings, strategy=strategy)
@@ -160,9 +136,7 @@ def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settin
     save_run_model(model, out)
     export_saved_model(model, out / "saved_model")
     (out / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
-    (out / "metrics.json").write_text(
-        json.dumps(result.metrics, indent=2) + "\n", encoding="utf-8"
-    )
+    write_run_records(out, result, command=command, wall_seconds=time.perf_counter() - start)
     write_plots(out / "plots", read_history(out / "history.csv"), config.tasks, result.predictions)
     if (out / DIAGNOSTICS).exists():
         figure = plot_diagnostics(read_diagnostics(out / DIAGNOSTICS), model.task_names)

@@ -23,7 +23,9 @@ RUN_FILES = [
     "vocabulary.txt",
     "config.yaml",
     "history.csv",
+    "history.json",
     "metrics.json",
+    "README.md",
     "plots/learning_curves.png",
     "plots/topic_confusion.png",
     "plots/sentiment_confusion.png",
@@ -130,7 +132,7 @@ def test_train_writes_the_run_directory(run_dir):
     for png in (run_dir / "plots").glob("*.png"):
         assert png.stat().st_size > 1000
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())["tasks"]
     assert set(metrics) == TASKS
     assert metrics["topic"]["kind"] == "multiclass"
     assert {"accuracy", "macro_f1", "loss", "examples"} <= set(metrics["topic"])
@@ -206,7 +208,7 @@ def test_evaluate_prints_a_table_and_writes_json(run_dir, tmp_path, capsys):
         assert task in printed
     metrics = json.loads(out.read_text())
     assert set(metrics) == TASKS
-    trained = json.loads((run_dir / "metrics.json").read_text())
+    trained = json.loads((run_dir / "metrics.json").read_text())["tasks"]
     assert metrics["topic"]["accuracy"] == pytest.approx(trained["topic"]["accuracy"])
     assert metrics["rating"]["mae"] == pytest.approx(trained["rating"]["mae"], rel=1e-4)
 
@@ -244,8 +246,8 @@ def test_export_and_predict(run_dir, tmp_path, capsys):
     assert cli.main(["predict", str(exported), *texts]) == 0
     rows = json_lines(capsys.readouterr().out)
     assert len(rows) == 2
-    for row in rows:
-        assert set(row) == TASKS
+    for row, text in zip(rows, texts):
+        assert set(row) == {"text", *TASKS} and row["text"] == text
         assert row["topic"]["label"] in ("sports", "politics", "tech", "food")
         assert row["sentiment"]["label"] in ("negative", "positive")
         assert isinstance(row["rating"]["value"], float)
@@ -284,7 +286,8 @@ def test_predict_reads_stdin_and_files(run_dir, tmp_path, capsys, monkeypatch):
         cli.main(["predict", str(run_dir / "model.keras"), "--file", str(texts)]) == 0
     )
     rows = json_lines(capsys.readouterr().out)
-    assert len(rows) == 3 and all(set(r) == TASKS for r in rows)
+    assert [r["text"] for r in rows] == ["one", "two", "three"]
+    assert all(set(r) == {"text", *TASKS} for r in rows)
 
 
 def test_bad_config_exits_2_with_a_clear_message(tmp_path, capsys):
@@ -369,4 +372,95 @@ def test_console_script_predicts(run_dir):
     )
     assert result.returncode == 0, result.stderr
     rows = json_lines(result.stdout)  # stdout holds only the JSON lines
-    assert len(rows) == 1 and set(rows[0]) == TASKS
+    assert len(rows) == 1 and set(rows[0]) == {"text", *TASKS}
+
+
+# --- Run records (metrics.json's run record, history.json, the model card) and predict --top-k.
+
+
+def test_metrics_json_records_versions_seed_command_and_config(run_dir):
+    import datetime
+    import platform
+    import shlex
+    from importlib import metadata
+
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert set(report) == {"tasks", "run"} and set(report["tasks"]) == TASKS
+    run = report["run"]
+    for name in ("mtl_keras", "keras", "keras-hub", "tensorflow", "tensorflow-text", "numpy"):
+        assert run["versions"][name] == metadata.version(name), name
+    assert run["versions"]["python"] == platform.python_version()
+    assert run["seed"] == 5  # --seed 5 overrode the config's
+    command = shlex.split(run["command"])
+    assert command[:2] == ["mtl-keras", "train"] and str(run_dir) in command
+    assert command[command.index("--seed") + 1] == "5"
+    assert "training.warmup_fraction=0.2" in command
+    date = datetime.datetime.fromisoformat(run["date"])
+    assert date.utcoffset() == datetime.timedelta(0)
+    assert abs(datetime.datetime.now(datetime.timezone.utc) - date) < datetime.timedelta(hours=2)
+    assert run["config"] == yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (run["epochs"], run["epochs_run"], run["stopped_early"]) == (1, 1, False)
+    vocabulary = (run_dir / "vocabulary.txt").read_text().splitlines()
+    assert run["vocabulary"] == {"asked": run["config"]["preprocessor"]["vocabulary_size"],
+                                 "learned": len(vocabulary)}
+    assert run["dev_examples"] == {t: m["examples"] for t, m in report["tasks"].items()}
+    assert set(run["train_rows"]) == TASKS and all(n > 0 for n in run["train_rows"].values())
+    assert 0 < run["train_seconds"] <= run["wall_seconds"]
+    assert run["parameters"] > 0
+
+
+def test_history_json_is_history_csv(run_dir):
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history == read_history(run_dir / "history.csv")
+    assert len(history["loss"]) == 1 and "val_topic_accuracy" in history
+
+
+def test_the_model_card_names_tasks_labels_sizes_metrics_and_use(run_dir):
+    from mtl_keras.train import load_run_model
+
+    card = (run_dir / "README.md").read_text()
+    report = json.loads((run_dir / "metrics.json").read_text())
+    for task in load_run_model(run_dir).tasks:
+        row = next(line for line in card.splitlines() if line.startswith(f"| {task.name} | "))
+        assert task.kind in row
+        assert all(label in row for label in task.classes), (task.name, row)
+        assert str(report["run"]["train_rows"][task.name]) in row
+    assert f"{report['tasks']['topic']['accuracy']:.4f}" in card
+    assert f"{report['tasks']['rating']['mae']:.4f}" in card
+    for needed in ("import mtl_keras", "keras.saving.load_model", f"mtl-keras predict {run_dir}",
+                   "import tensorflow_text", "serving_default", "topic_probabilities",
+                   f"keras {report['run']['versions']['keras']}", report["run"]["date"]):
+        assert needed in card, needed
+
+
+def test_predict_top_k_keeps_k_classes_and_echoes_the_text(run_dir, capsys):
+    texts = ["the pizza was superb", "what an awful election"]
+    assert cli.main(["predict", str(run_dir), "--top-k", "1", *texts]) == 0
+    rows = json_lines(capsys.readouterr().out)
+    assert [row["text"] for row in rows] == texts
+    for row in rows:
+        assert list(row)[0] == "text"
+        for task in ("topic", "sentiment"):  # multiclass, binary: the label alone
+            assert list(row[task]["probabilities"]) == [row[task]["label"]]
+        assert set(row["rating"]) == {"value"}  # regression: unchanged
+        tags = row["mentions"]  # tagging: each tagged word's best tag
+        assert len(tags["probabilities"]) == len(tags["words"])
+        assert all(p is None or len(p) == 1 for p in tags["probabilities"])
+    assert cli.main(["predict", str(run_dir), "--top-k", "0", "hello"]) == cli.EXIT_USAGE
+    assert "top_k must be 1 or more, got 0" in capsys.readouterr().err
+
+
+def test_predict_echoes_both_texts_of_a_pair_model(tmp_path, capsys):
+    from mtl_keras import MultiTaskModel, SharedEncoder, Task, TextPreprocessor
+
+    preprocessor = TextPreprocessor(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "rain", "wet"], 8,
+                                    pair=True)
+    model = MultiTaskModel([Task("entails", "binary")], SharedEncoder(6, 8, hidden_dim=4),
+                           preprocessor)
+    model.save(tmp_path / "pair.keras")
+    assert cli.main(["predict", str(tmp_path / "pair.keras"), "rain\twet"]) == 0
+    (row,) = json_lines(capsys.readouterr().out)
+    assert list(row)[:2] == ["text", "text_pair"] and (row["text"], row["text_pair"]) == (
+        "rain", "wet")
+    assert cli.main(["predict", str(tmp_path / "pair.keras"), "rain\twet", "dry"]) == 2
+    assert "input line 2 ('dry') has no tab" in " ".join(capsys.readouterr().err.split())

@@ -15,7 +15,7 @@ ORDER = [
     "weighting.dwa", "weighting.rlw", "weighting.famo", "weighting.pcgrad", "weighting.cagrad",
     "weighting.upgrad", "weighting.imtl", "weighting", "step", "optimizers", "guards", "serving", "model",
     "minilm", "pretrained", "loop", "checkpoints", "epochs", "diagnostics", "progress", "add_task", "warmup", "export", "serve", "distribute", "run_files", "config_files", "config_checks", "training_settings", "overrides", "monitoring", "config",
-    "run_data", "pipeline", "train",
+    "run_data", "pipeline", "run_records", "train",
     "compare_report", "compare", "cli_checks", "cli_parser", "cli",
 ]
 LEVELS = {name: i for i, name in enumerate(ORDER)}

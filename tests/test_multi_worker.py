@@ -183,7 +183,7 @@ def test_a_lost_worker_fails_the_other_and_both_resume(reference, tmp_path):
     assert codes == [0, 0], logs[0].read_text()[-3000:] + logs[1].read_text()[-3000:]
     assert "Resuming" in logs[0].read_text() and "Resuming" in logs[1].read_text()
     # The resumed run is the uninterrupted one: each example once per epoch.
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())["tasks"]
     uninterrupted = json.loads((reference / "single" / "metrics.json").read_text())
     for task, result in uninterrupted.items():
         assert metrics[task]["loss"] == pytest.approx(result["loss"], abs=1e-4), task
