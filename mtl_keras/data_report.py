@@ -99,24 +99,28 @@ def data_report(preprocessor, train_tables, evaluation_tables=None):
 
 
 def format_report(report, sequence_length):
-    """The report as lines: one per split, source and task.
+    """The report as lines: one per split and source, the counts per task.
 
     Example:
     >>> print(format_report({"dev": {"d.tsv": {"spam": {"labelled": 10, "truncated": 1,
-    ...                                                  "in_train": 3}}}}, 64))
-    dev d.tsv spam: 10 texts, 1 (10.0%) truncated at 64 word pieces, 3 (30.0%) also in train
+    ...                                                  "in_train": 0}}}}, 64))
+    Data report, dev d.tsv: truncated at 64 word pieces: spam 1 of 10 (10.0%); also in train: spam 0 of 10.
     """
+
+    def counts(tasks, key):
+        return ", ".join(
+            f"{name} {c[key]} of {c['labelled']}"
+            + (f" ({100 * c[key] / max(1, c['labelled']):.1f}%)" if c[key] else "")
+            for name, c in tasks.items())
+
     lines = []
     for split, sources in report.items():
         for source, tasks in sources.items():
-            for name, c in tasks.items():
-                share = 100 * c["truncated"] / max(1, c["labelled"])
-                line = (f"{split} {source} {name}: {c['labelled']} texts, {c['truncated']} "
-                        f"({share:.1f}%) truncated at {sequence_length} word pieces")
-                if "in_train" in c:
-                    line += (f", {c['in_train']} ({100 * c['in_train'] / max(1, c['labelled']):.1f}%)"
-                             " also in train")
-                lines.append(line)
+            line = (f"Data report, {split} {source}: truncated at {sequence_length} word "
+                    f"pieces: {counts(tasks, 'truncated')}")
+            if all("in_train" in c for c in tasks.values()):
+                line += f"; also in train: {counts(tasks, 'in_train')}"
+            lines.append(line + ".")
     return "\n".join(lines)
 
 

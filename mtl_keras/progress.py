@@ -225,7 +225,7 @@ def vocabulary_line(options, learned, size, seconds):
 
     Example:
     >>> print(vocabulary_line({"vocabulary_size": 8000}, True, 970, 2.04))
-    Vocabulary: 970 tokens learned (8000 asked; words seen fewer than 10 times are spelled with pieces: lower preprocessor.min_count for more) in 2.0 s.
+    Vocabulary: 970 tokens learned (8000 asked; words seen fewer than 10 times are spelled with pieces: a lower preprocessor.min_count may give more) in 2.0 s.
     >>> print(vocabulary_line({"vocabulary": "vocab.txt"}, False, 30, 0.01))
     Vocabulary: 30 tokens from vocab.txt.
     """
@@ -238,5 +238,5 @@ def vocabulary_line(options, learned, size, seconds):
         return (f"Vocabulary: {size} tokens learned ({asked} asked; the texts hold no more "
                 f"words and pieces) in {seconds:.1f} s.")
     return (f"Vocabulary: {size} tokens learned ({asked} asked; words seen fewer than "
-            f"{min_count} times are spelled with pieces: lower preprocessor.min_count for "
-            f"more) in {seconds:.1f} s.")
+            f"{min_count} times are spelled with pieces: a lower preprocessor.min_count may "
+            f"give more) in {seconds:.1f} s.")

@@ -44,7 +44,8 @@ def test_dev_texts_copied_from_train_are_counted_warned_and_refused_on_request(
     assert 0 < dev["topic"]["in_train"] <= 30 and labelled <= 60
     train = next(iter(report["train"].values()))
     assert train["topic"]["truncated"] > 0  # sequence_length 12 cuts the longer templates
-    assert f"{dev['topic']['in_train']} (" in printed and "truncated at 12 word pieces" in printed
+    assert f"also in train: topic {dev['topic']['in_train']} of {labelled} (" in printed
+    assert "truncated at 12 word pieces: topic " in printed
 
 
 def test_overlap_settings_are_checked(tmp_path):
