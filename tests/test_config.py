@@ -36,7 +36,7 @@ def error_of(mapping, **kwargs):
 def test_default_config_is_the_bundled_sample():
     config = load_config()
     assert [t.name for t in config.tasks] == ["topic", "sentiment", "rating", "aspects", "mentions"]
-    assert [t.kind for t in config.tasks] == ["multiclass", "binary", "regression", "tagging"]
+    assert [t.kind for t in config.tasks] == ["multiclass", "binary", "regression", "multilabel", "tagging"]
     assert config.tasks[0].label_names == ("sports", "politics", "tech", "food")
     train = config.path_of(config.data.train[0])
     assert train.is_file() and train.parts[-4:] == ("data", "bundled", "sample", "train.tsv")
