@@ -84,7 +84,7 @@ def task_sizes(config):
     Example:
     >>> from mtl_keras.config import load_config
     >>> sorted(task_sizes(load_config()))
-    ['mentions', 'rating', 'sentiment', 'topic']
+    ['aspects', 'mentions', 'rating', 'sentiment', 'topic']
     """
     tables = data_lib.validate(
         config.tasks, config.sources("train"), empty_text=config.data.empty_text

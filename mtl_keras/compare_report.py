@@ -218,7 +218,7 @@ def format_report(report):
     Example:
     >>> from mtl_keras.compare import Budget
     >>> from mtl_keras.config import load_config
-    >>> budget = Budget(1, {"topic": 1, "sentiment": 1, "rating": 1, "mentions": 1}, 1.0)
+    >>> budget = Budget(1, {"topic": 1, "sentiment": 1, "rating": 1, "aspects": 1, "mentions": 1}, 1.0)
     >>> format_report(build_report(load_config(), budget, [0], [])).splitlines()[0]
     'Dev metrics, mean ± sd over 0 seed(s) []; accuracy, F1, MCC and AUC ×100; Δ = multi − single, paired by seed.'
 """
@@ -317,7 +317,7 @@ def write_report(report, out_dir):
     >>> from pathlib import Path
     >>> from mtl_keras.compare import Budget
     >>> from mtl_keras.config import load_config
-    >>> report = build_report(load_config(), Budget(1, {"topic": 1, "sentiment": 1, "rating": 1, "mentions": 1}, 1.0), [0], [])
+    >>> report = build_report(load_config(), Budget(1, {"topic": 1, "sentiment": 1, "rating": 1, "aspects": 1, "mentions": 1}, 1.0), [0], [])
     >>> out = Path(tempfile.mkdtemp())
     >>> write_report(report, out)
     >>> sorted(p.name for p in out.iterdir())

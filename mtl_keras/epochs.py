@@ -93,7 +93,7 @@ class EpochBatches:
         >>> preprocessor = TextPreprocessor.from_texts(["the match"], 20, sequence_length=32, align_words=True)
         >>> batches = EpochBatches(JointRows(tasks, train), preprocessor, 2, keep_order=True)
         >>> batches.first_batch_without_labels(["topic", "rating"], 1)
-        (0, 0, 'topic')
+        (0, 0, 'rating')
         """
         masks = self.rows.table.masks
         for epoch in range(num_epochs):

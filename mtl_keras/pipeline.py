@@ -120,7 +120,7 @@ def build_model(config, preprocessor, strategy=None, total_steps=1):
     >>> config = load_config()
     >>> preprocessor = TextPreprocessor.from_texts(["a b c"], 20, sequence_length=32, align_words=True)
     >>> build_model(config, preprocessor).task_names
-    ['topic', 'sentiment', 'rating', 'mentions']
+    ['topic', 'sentiment', 'rating', 'aspects', 'mentions']
     """
     training = config.training
     with (strategy or tf.distribute.get_strategy()).scope():

@@ -116,7 +116,7 @@ def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settin
     >>> config = load_config(epochs=1, overrides=["data.train.0.max_rows=600"])
     >>> result = run_training(config, tempfile.mkdtemp(), verbose=0)
     >>> sorted(result.metrics)
-    ['mentions', 'rating', 'sentiment', 'topic']
+    ['aspects', 'mentions', 'rating', 'sentiment', 'topic']
     """
     start = time.perf_counter()
     out = Path(out_dir)
@@ -297,7 +297,7 @@ def run_evaluation(model_path, config, verbose=0, split="dev", data_file=None,
     >>> _ = save_run_model(build_model(load_config(), preprocessor), run)  # untrained
     >>> metrics = run_evaluation(run, load_config())
     >>> metrics["topic"]["examples"], metrics["topic"]["kind"]
-    (337, 'multiclass')
+    (347, 'multiclass')
     """
     if data_file is None and (split not in ("dev", "test", "train")
                               or not (getattr(config.data, split) or split == "dev")):

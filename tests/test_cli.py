@@ -16,7 +16,7 @@ from mtl_keras.config import DEFAULT_CONFIG, load_config
 from mtl_keras.diagnostics import read_diagnostics
 from mtl_keras.pipeline import read_history
 
-TASKS = {"topic", "sentiment", "rating", "mentions"}
+TASKS = {"topic", "sentiment", "rating", "aspects", "mentions"}
 RUN_FILES = [
     "model.keras",
     "saved_model/saved_model.pb",
@@ -30,6 +30,7 @@ RUN_FILES = [
     "plots/topic_confusion.png",
     "plots/sentiment_confusion.png",
     "plots/rating_predictions.png",
+    "plots/aspects_confusion.png",
     "plots/mentions_confusion.png",
 ]
 
@@ -334,7 +335,7 @@ def test_bad_data_exits_2(tmp_path, capsys):
     (tmp_path / "sample").mkdir()
     for name in ("train.tsv", "dev.tsv"):
         (tmp_path / "sample" / name).write_text(
-            "text\ttopic\tsentiment\trating\tmentions\nthe game\tsport\tpositive\t5\tO B-item\n"
+            "text\ttopic\tsentiment\trating\taspects\tmentions\nthe game\tsport\tpositive\t5\tprice\tO B-item\n"
         )
     code = cli.main(
         [

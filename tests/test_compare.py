@@ -22,7 +22,7 @@ from mtl_keras.config_checks import ConfigError
 from mtl_keras.data import FileSource, eval_datasets, joint_dataset
 from mtl_keras.preprocess import TextPreprocessor
 
-TASKS = ["topic", "sentiment", "rating", "mentions"]
+TASKS = ["topic", "sentiment", "rating", "aspects", "mentions"]
 SEEDS = 1
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -65,7 +65,7 @@ def test_report_has_every_task_for_both_models(compared):
     _, out, report = compared
     assert list(report["tasks"]) == TASKS
     assert report["completed_seeds"] == list(range(SEEDS))
-    expected = {"topic": "accuracy", "sentiment": "mcc", "rating": "mae", "mentions": "entity_f1"}
+    expected = {"topic": "accuracy", "sentiment": "mcc", "rating": "mae", "aspects": "macro_f1", "mentions": "entity_f1"}
     for name in TASKS:
         metrics = report["tasks"][name]["metrics"]
         assert expected[name] in metrics

@@ -35,15 +35,15 @@ def error_of(mapping, **kwargs):
 
 def test_default_config_is_the_bundled_sample():
     config = load_config()
-    assert [t.name for t in config.tasks] == ["topic", "sentiment", "rating", "mentions"]
-    assert [t.kind for t in config.tasks] == ["multiclass", "binary", "regression", "tagging"]
+    assert [t.name for t in config.tasks] == ["topic", "sentiment", "rating", "aspects", "mentions"]
+    assert [t.kind for t in config.tasks] == ["multiclass", "binary", "regression", "multilabel", "tagging"]
     assert config.tasks[0].label_names == ("sports", "politics", "tech", "food")
     train = config.path_of(config.data.train[0])
     assert train.is_file() and train.parts[-4:] == ("data", "bundled", "sample", "train.tsv")
-    assert config.data.train[0]["tasks"] == ["topic", "sentiment", "rating", "mentions"]
+    assert config.data.train[0]["tasks"] == ["topic", "sentiment", "rating", "aspects", "mentions"]
     assert config.sampler == "joint" and config.sampler_object() is None
     (source,) = config.sources("train")
-    assert source.tasks == {n: n for n in ("topic", "sentiment", "rating", "mentions")}
+    assert source.tasks == {n: n for n in ("topic", "sentiment", "rating", "aspects", "mentions")}
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_unknown_task_kind():
 def test_missing_file_names_the_path_and_the_task(tmp_path):
     mapping = sample_mapping()
     mapping["data"]["dev"] = [
-        {"file": "sample/dev.tsv", "tasks": ["topic", "sentiment", "mentions"]},
+        {"file": "sample/dev.tsv", "tasks": ["topic", "sentiment", "aspects", "mentions"]},
         {"file": "elsewhere/ratings.tsv", "tasks": {"rating": "stars"}},
     ]
     with pytest.raises(ConfigError) as info:
@@ -320,7 +320,7 @@ def test_mixture_of_per_task_sources_prepares_a_training_stream():
     mapping = sample_mapping()
     mapping["data"]["train"] = [
         {"file": "sample/train.tsv", "tasks": ["topic"], "max_rows": 300},
-        {"file": "sample/train.tsv", "tasks": ["sentiment", "rating", "mentions"], "max_rows": 100},
+        {"file": "sample/train.tsv", "tasks": ["sentiment", "rating", "aspects", "mentions"], "max_rows": 100},
     ]
     mapping["sampler"] = {"name": "temperature", "temperature": 2.0}
     data = read_data(parse(mapping, check_files=True))
@@ -328,7 +328,7 @@ def test_mixture_of_per_task_sources_prepares_a_training_stream():
     names = [s.name for s in data.train_sources]
     assert len(set(names)) == 2  # repeated file names are made unique
     features, labels, masks = next(iter(data.rows.epoch_dataset(0)))
-    assert set(masks) == {"topic", "sentiment", "rating", "mentions"}
+    assert set(masks) == {"topic", "sentiment", "rating", "aspects", "mentions"}
     assert features["text"].dtype.name == "string"
 
 

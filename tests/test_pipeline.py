@@ -41,7 +41,7 @@ def test_a_mixture_trains_each_epoch_on_its_own_examples(tiny):
     mapping = yaml.safe_load(tiny.to_yaml())
     mapping["data"]["train"] = [
         {"file": "sample/train.tsv", "tasks": ["topic"], "max_rows": 200},
-        {"file": "sample/train.tsv", "tasks": ["sentiment", "rating", "mentions"], "max_rows": 60},
+        {"file": "sample/train.tsv", "tasks": ["sentiment", "rating", "aspects", "mentions"], "max_rows": 60},
     ]
     mapping["sampler"] = {"name": "temperature", "temperature": 2.0}
     config = parse_config(mapping)

@@ -197,7 +197,7 @@ def test_resuming_with_a_renamed_task_or_a_changed_setting_fails_before_any_step
     for split in ("train", "dev"):
         for entry in mapping["data"][split]:
             entry["tasks"] = {"subject": "topic", "sentiment": "sentiment", "rating": "rating",
-                              "mentions": "mentions"}
+                              "aspects": "aspects", "mentions": "mentions"}
     renamed = tmp_path / "renamed.yaml"
     renamed.write_text(yaml.safe_dump(mapping))
     saved = sorted(p.name for p in (run_dir / "checkpoints").iterdir())

@@ -98,7 +98,7 @@ class Examples:
     >>> len(examples.take([0, 1]))
     2
     >>> features, labels, masks = examples.take([0]).tensors()
-    >>> sorted(labels) == sorted(masks) == ['mentions', 'rating', 'sentiment', 'topic']
+    >>> sorted(labels) == sorted(masks) == ['aspects', 'mentions', 'rating', 'sentiment', 'topic']
     True
     """
 
@@ -334,7 +334,7 @@ def joint_dataset(tasks, sources, *, shuffle=True, seed=0, empty_text="keep"):
     >>> tasks, train, _ = bundled_sample()
     >>> ds = joint_dataset(tasks, train)
     >>> sorted(next(iter(ds))[2])
-    ['mentions', 'rating', 'sentiment', 'topic']
+    ['aspects', 'mentions', 'rating', 'sentiment', 'topic']
     """
     table = JointRows(tasks, sources, seed=seed, empty_text=empty_text).table
     rows = tf.data.Dataset.from_tensor_slices(np.arange(len(table), dtype="int64"))
@@ -356,7 +356,7 @@ def eval_dataset(tasks, sources, *, empty_text="keep", needed=None):
     >>> tasks, _, dev = bundled_sample()
     >>> dataset, counts = eval_dataset(tasks, dev)
     >>> int(dataset.cardinality()), counts["topic"]
-    (400, 337)
+    (400, 347)
     """
     table = _eval_table(tasks, sources, empty_text, needed)
     table = table.take(np.flatnonzero(_any_label(table)))
@@ -382,7 +382,7 @@ def eval_datasets(tasks, sources, *, empty_text="keep"):
     >>> from mtl_keras.data import bundled_sample
     >>> tasks, _, dev = bundled_sample()
     >>> sorted(eval_datasets(tasks, dev))
-    ['mentions', 'rating', 'sentiment', 'topic']
+    ['aspects', 'mentions', 'rating', 'sentiment', 'topic']
     """
     table = _eval_table(tasks, sources, empty_text)
     with_pair = table.text_pair is not None

@@ -1,4 +1,4 @@
-"""The bundled sample: four tasks on generated texts, shipped with the package.
+"""The bundled sample: five tasks (one of each kind) on generated texts, shipped with the package.
 
 The files are package data (`mtl_keras/data/bundled/sample/train.tsv` and
 `dev.tsv`), so an installed wheel has them too; `python data/make_sample.py`
@@ -18,6 +18,7 @@ SAMPLE_TASKS = (
     Task("topic", "multiclass", 4, label_names=("sports", "politics", "tech", "food")),
     Task("sentiment", "binary", label_names=("negative", "positive")),
     Task("rating", "regression"),
+    Task("aspects", "multilabel", 4, label_names=("price", "service", "quality", "speed")),
     Task("mentions", "tagging", 4, label_names=("O", "B-item", "B-time", "I-time")),
 )
 
@@ -32,7 +33,7 @@ def bundled_sample(directory=None, tasks=None):
     Example:
     >>> tasks, train, dev = bundled_sample()
     >>> [t.name for t in tasks]
-    ['topic', 'sentiment', 'rating', 'mentions']
+    ['topic', 'sentiment', 'rating', 'aspects', 'mentions']
     >>> train.name, dev.path.name
     ('sample/train', 'dev.tsv')
     >>> [t.kind for t in bundled_sample(tasks=["rating", "topic"])[0]]
