@@ -36,7 +36,15 @@ def with_pair_feature(pair):
         features.setdefault("text_pair", tf.constant(""))
         return features, labels, masks
 
-    return (lambda ds: ds.map(add)) if pair else (lambda ds: ds)
+    # Named functions, not two lambdas on one line: AutoGraph (this runs
+    # inside `flat_map`) cannot tell such lambdas apart and warns.
+    def with_pair(dataset):
+        return dataset.map(add)
+
+    def unchanged(dataset):
+        return dataset
+
+    return with_pair if pair else unchanged
 
 
 class EpochBatches:
