@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mtl_keras.config_files import config_path, read_config_file
 from mtl_keras.overrides import apply_overrides
+from mtl_keras.paths import UnsafePathError, check_run_directory
 
 
 class UsageError(ValueError):
@@ -59,6 +60,10 @@ def check_before_tensorflow(args):
         out = out_dir(args, "" if args.command == "train" else "compare-")
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} is a file, not a directory.")
+        try:
+            check_run_directory(out)
+        except UnsafePathError as error:
+            raise UsageError(str(error)) from None
         where = f", run directory {out}" if args.command == "train" else ""
         return f"mtl-keras {args.command}: config {path}{where}; starting TensorFlow..."
     if args.command in ("evaluate", "export"):

@@ -26,6 +26,7 @@ import shutil
 import keras
 
 from mtl_keras import checkpoints
+from mtl_keras.paths import check_run_directory
 
 BEST_WEIGHTS = "checkpoints/best.weights.h5"
 CHECKPOINTS = "checkpoints"
@@ -56,6 +57,7 @@ def prepare(run_dir, role, restart):
     """
     if not role.is_chief:
         return
+    check_run_directory(run_dir)  # not through a symbolic link
     run_dir.mkdir(parents=True, exist_ok=True)
     if restart:
         shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)

@@ -40,6 +40,7 @@ from mtl_keras.distribute import worker_role
 from mtl_keras.export import export_saved_model, load_keras_model
 from mtl_keras.manifest import write_manifest
 from mtl_keras.model import MultiTaskModel
+from mtl_keras.paths import check_run_directory
 from mtl_keras.pipeline import evaluate_tasks, fit_run, read_history
 from mtl_keras.run_files import DEV_SPLIT, DIAGNOSTICS, FAILED
 from mtl_keras.run_records import (  # format_metrics_table: also imported from here
@@ -122,6 +123,7 @@ def run_training(config, out_dir, verbose=1, restart=False, allow_changed_settin
     out = Path(out_dir)
     chief = worker_role(strategy).is_chief
     if chief:  # the directory itself is made once the data passed its checks
+        check_run_directory(out)  # nothing written through a symbolic link
         for name in (METRICS, HISTORY_JSON, MODEL_CARD, FAILED):
             (out / name).unlink(missing_ok=True)
     result = fit_run(config, run_dir=out, verbose=verbose, restart=restart,

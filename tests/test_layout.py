@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "mtl_keras"
 # The one-way order (docs/CONTRACTS.md): a module may import only earlier ones.
 ORDER = [
-    "_compat", "manifest", "plots", "metrics", "words", "entities", "kinds.base", "kinds.multiclass", "kinds.binary",
+    "paths", "_compat", "manifest", "plots", "metrics", "words", "entities", "kinds.base", "kinds.multiclass", "kinds.binary",
     "kinds.multilabel", "kinds.regression", "kinds.tagging", "kinds", "tasks",
     "data.examples", "data.conll", "data.sources", "data.tfds_source", "data.mixing", "data.split", "data.sample", "data",
     "preprocess", "batching", "data_report", "backbone", "weighting.base", "weighting.static", "weighting.uncertainty",

