@@ -338,7 +338,7 @@ def check_data(data, target, task_names, where):
     >>> check_data({"train": train, "split": {"seed": 3}}, section, ["topic"], "the config")
     Traceback (most recent call last):
     ...
-    mtl_keras.config_checks.ConfigError: data.split needs the key 'dev_fraction'. Valid keys: dev_fraction, seed.
+    mtl_keras.config_files.ConfigError: data.split needs the key 'dev_fraction'. Valid keys: dev_fraction, seed.
     >>> check_data({"train": train}, section, ["topic"], "the config")
     Traceback (most recent call last):
     ...

@@ -189,6 +189,9 @@ class ModelServer:
                                 for i in range(len(columns["text"]))]}
 
 
+_DRAIN_BYTES = 64 << 20  # a refused body up to this size is read (and dropped) first
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "mtl-keras"
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse their connection
@@ -216,7 +219,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return self._reply(400, {"error": "Content-Length is not a number."})
         if length > limits.max_body_bytes:
-            self.close_connection = True  # the body is not read
+            self.close_connection = True
+            remaining = length if length <= _DRAIN_BYTES else 0
+            while remaining > 0:  # read and drop it: a client still sending would get a
+                chunk = self.rfile.read(min(1 << 16, remaining))  # reset, not the 413
+                if not chunk:
+                    break
+                remaining -= len(chunk)
             return self._reply(413, {"error": f"The body has {length} bytes: the limit is "
                                               f"max_body_bytes={limits.max_body_bytes}."})
         body = self.rfile.read(length) if length else b""

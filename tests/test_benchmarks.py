@@ -103,6 +103,7 @@ def test_matmul_ceiling_is_positive():
     assert harness.matmul_ceiling("bfloat16", size=128, chain=2, repeats=2) > 0
 
 
+@pytest.mark.slow  # a benchmark's smoke run
 def test_train_step_smoke_writes_every_candidate(tmp_path):
     out = tmp_path / "train_step.json"
     try:
@@ -130,6 +131,7 @@ def test_train_step_smoke_writes_every_candidate(tmp_path):
     }
 
 
+@pytest.mark.slow  # a benchmark's smoke run
 def test_plain_keras_model_logs_our_metrics():
     """The baseline of `--diagnostics` keeps every metric of our step."""
     args = train_step.parse_args(["--smoke"])
@@ -145,6 +147,7 @@ def test_plain_keras_model_logs_our_metrics():
             assert f"{task.name}_{name}" in logs, name  # Keras prefixes the output
 
 
+@pytest.mark.slow  # a benchmark's smoke run
 def test_serving_smoke(tmp_path):
     out = tmp_path / "serving.json"
     assert serving.main(["--smoke", "--out", str(out)]) == 0

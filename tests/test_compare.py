@@ -22,6 +22,8 @@ from mtl_keras.config_checks import ConfigError
 from mtl_keras.data import FileSource, eval_datasets, joint_dataset
 from mtl_keras.preprocess import TextPreprocessor
 
+pytestmark = pytest.mark.slow  # trains multi- and single-task models over seeds (CI runs them: .ci/run)
+
 TASKS = ["topic", "sentiment", "rating", "aspects", "mentions"]
 SEEDS = 1
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"

@@ -4,10 +4,14 @@ import json
 import os
 import sys
 
+import pytest
+
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks")
 sys.path.insert(0, BENCHMARKS)
 
 import input_pipeline  # noqa: E402
+
+pytestmark = pytest.mark.slow  # a benchmark's smoke run (CI runs them: .ci/run)
 
 
 def test_smoke_writes_both_ratios(tmp_path):

@@ -26,6 +26,8 @@ import yaml
 from mtl_keras.config import DEFAULT_CONFIG, load_config
 from mtl_keras.pipeline import read_data
 
+pytestmark = pytest.mark.slow  # worker processes: minutes on 2 cores (CI runs them: .ci/run)
+
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = Path(__file__).with_name("multi_worker_driver.py")
 TIMEOUT = 240  # seconds a worker process may take
@@ -140,7 +142,8 @@ def test_each_worker_reads_its_own_half_of_every_epoch(reference):
         total = read_data(load_config(reference / "two_tasks.yaml")).examples_per_epoch
         assert sum(single.values()) == total
         # Each worker's replica takes half of every global batch.
-        assert [sum(h.values()) for h in halves] == [total // 2, total - total // 2]
+        # (an odd epoch: one of them takes the extra example)
+        assert sorted(sum(h.values()) for h in halves) == [total // 2, total - total // 2]
 
 
 def test_only_the_chief_writes_the_run_directory(reference):

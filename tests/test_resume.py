@@ -131,7 +131,8 @@ def killed(configs, tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "sampler, loop", [("joint", False), ("temperature", True)],
+    "sampler, loop",
+    [("joint", False), pytest.param("temperature", True, marks=pytest.mark.slow)],
     ids=["fit-joint", "loop-temperature"],
 )
 def test_sigkill_then_resume_equals_the_uninterrupted_run(configs, uninterrupted, killed, capsys,
@@ -154,6 +155,7 @@ def test_a_resume_that_forgets_the_data_position_is_detected(configs, uninterrup
     assert _differing(_weights(result.model), uninterrupted("joint")[0]) > 0
 
 
+@pytest.mark.slow  # a training process stopped and restarted
 def test_sigterm_saves_exits_143_and_the_rerun_resumes_to_the_same_weights(
     configs, uninterrupted, tmp_path, capsys
 ):
@@ -188,6 +190,7 @@ def test_damaged_newest_checkpoints_fall_back_to_an_older_one(configs, uninterru
     assert _differing(_weights(result.model), uninterrupted("joint")[0]) == 0
 
 
+@pytest.mark.slow
 def test_resuming_with_a_renamed_task_or_a_changed_setting_fails_before_any_step(
     configs, killed, tmp_path
 ):

@@ -280,7 +280,8 @@ def _train(strategy, weights, method, batches):
     return model, {k: v[-1] for k, v in history.history.items()}
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [  # two in the default run, every method in CI (.ci/run)
+    m if m in ("static", "pcgrad") else pytest.param(m, marks=pytest.mark.slow) for m in METHODS])
 def test_two_replicas_equal_one_device(method):
     """Per-task gradients are summed over replicas before they are combined."""
     weights = make_model(weighting=METHODS[method]()).get_weights()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds a wheel and a fresh venv (CI runs them: .ci/run)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
