@@ -342,7 +342,7 @@ def check_data(data, target, task_names, where):
     >>> check_data({"train": train}, section, ["topic"], "the config")
     Traceback (most recent call last):
     ...
-    mtl_keras.config_checks.ConfigError: data in the config needs dev sources (data.dev) or split: {dev_fraction: 0.1, seed: 0}, which takes seeded, stratified dev rows from the training sources.
+    mtl_keras.config_files.ConfigError: data in the config needs dev sources (data.dev) or split: {dev_fraction: 0.1, seed: 0}, which takes seeded, stratified dev rows from the training sources.
     """
     data = check_keys(data, target, "data", required=("train",))
     if data.get("split") is not None:  # dev rows from the training sources
