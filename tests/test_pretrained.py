@@ -252,6 +252,7 @@ def test_only_wordpiece_vocabularies_with_bert_special_tokens():
         preprocessor_from_tokenizer(no_pad)
 
 
+@pytest.mark.slow  # trains a pretrained-style encoder (CI runs it: .ci/run)
 def test_keras_file_and_export_round_trip(tmp_path, preset):
     path, _ = preset
     model, preprocessor = tiny_model(path)
@@ -346,6 +347,7 @@ def _changed(a, b):
     return any(not np.array_equal(x, y) for x, y in zip(a, b))
 
 
+@pytest.mark.slow  # trains a pretrained-style encoder (CI runs it: .ci/run)
 @pytest.mark.parametrize("optimizer", ["adamw", "encoder_adamw"])
 def test_unfreeze_encoder_after_n_steps_retraces_the_step(preset, optimizer):
     path, _ = preset
@@ -408,6 +410,7 @@ def _one_step_updates(model, preprocessor):
     return encoder, head
 
 
+@pytest.mark.slow  # trains a pretrained-style encoder (CI runs it: .ci/run)
 def test_encoder_learning_rate_is_a_real_per_variable_rate(preset):
     path, _ = preset
     model, preprocessor = tiny_model(path)
@@ -461,6 +464,7 @@ def _trained(path):
     return model, preprocessor
 
 
+@pytest.mark.slow  # trains a pretrained-style encoder (CI runs it: .ci/run)
 def test_add_task_with_frozen_encoder_keeps_old_outputs_bit_identical(tmp_path, preset):
     path, _ = preset
     model, preprocessor = _trained(path)
@@ -520,6 +524,7 @@ def test_add_task_with_frozen_encoder_keeps_old_outputs_bit_identical(tmp_path, 
     )
 
 
+@pytest.mark.slow  # trains a pretrained-style encoder (CI runs it: .ci/run)
 def test_add_task_trained_jointly_with_replay_reports_old_metrics(preset):
     path, _ = preset
     model, preprocessor = _trained(path)
@@ -584,6 +589,7 @@ def test_write_vocab_txt_rejects_gaps(tmp_path):
         write_vocab_txt(tmp_path / "tokenizer.json", tmp_path / "vocab.txt")
 
 
+@pytest.mark.slow  # trains a pretrained-style encoder (CI runs it: .ci/run)
 def test_a_pretrained_encoder_tags_words_at_their_first_pieces(tmp_path, preset):
     from mtl_keras.batching import make_batches
 

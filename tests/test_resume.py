@@ -27,6 +27,8 @@ from mtl_keras.checkpoints import CheckpointError
 from mtl_keras.config import load_config
 from mtl_keras.pipeline import fit_run
 
+pytestmark = pytest.mark.slow  # trains, kills and resumes runs: minutes (CI runs them: .ci/run)
+
 DRIVER = Path(__file__).with_name("resume_driver.py")
 ROOT = Path(__file__).resolve().parents[1]
 # 600 training rows (each with a label), 2 epochs of 10 batches, a checkpoint every 3 steps.
