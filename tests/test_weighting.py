@@ -290,7 +290,12 @@ def test_two_replicas_equal_one_device(method):
     two, logs_two = _train(two_replica_strategy(), weights, method, batches)
     assert set(logs_one) == set(logs_two)
     for key in logs_one:
-        assert logs_two[key] == pytest.approx(logs_one[key], rel=1e-5, abs=1e-5), key
+        # The logged effective weights come out of the methods' own solvers (CAGrad's
+        # inner steps, PCGrad's projections), which amplify round-off as the
+        # weighting state below does: rel 1e-4 there, 1e-5 for losses and metrics.
+        # A combination made per replica moves them by far more (~1e-1).
+        rel = 1e-4 if key.endswith("_weight") else 1e-5
+        assert logs_two[key] == pytest.approx(logs_one[key], rel=rel, abs=1e-5), key
     for a, b in zip(one.weighting.weights, two.weighting.weights):
         # rtol: PCGrad divides by small squared norms, which amplifies round-off.
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
