@@ -78,3 +78,33 @@ def test_a_stalled_monitor_stops_early_keeps_the_best_and_stays_stopped(tmp_path
     assert again.compute["steps"] == result.compute["steps"]  # the checkpointed steps only
     for a, b in zip(again.model.get_weights(), result.model.get_weights()):
         np.testing.assert_array_equal(a, b)  # both end with the best epoch's weights
+
+
+def test_tensorboard_writes_epoch_scalars_and_does_no_work_per_batch(tmp_path, monkeypatch):
+    # Keras's TensorBoard calls `summary.scalar` for every log entry after
+    # every batch even when it writes per epoch only; EpochTensorBoard skips
+    # that and still writes every epoch scalar.
+    import keras
+
+    from mtl_keras.run_files import EpochTensorBoard
+
+    import tensorflow.summary as summary  # what the callback calls
+
+    calls, scalar = [], summary.scalar
+
+    def counting(name, *args, **kwargs):
+        calls.append(name)
+        return scalar(name, *args, **kwargs)
+
+    monkeypatch.setattr(summary, "scalar", counting)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile("sgd", "mse")
+    x, y = np.ones((40, 3), "float32"), np.zeros((40, 1), "float32")
+    for callback, batch_calls in ((EpochTensorBoard(tmp_path / "ours"), 0),
+                                  (keras.callbacks.TensorBoard(tmp_path / "keras"), 10)):
+        calls.clear()
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])
+        assert sum(name.startswith("batch_") for name in calls) == batch_calls
+        assert calls.count("epoch_loss") == 2
+    assert len(_scalars(tmp_path / "ours")["train/epoch_loss"]) == 2
