@@ -139,7 +139,13 @@ def export_saved_model(model, path):
         "metadata": (lambda: {"metadata": tf.constant(metadata_json)}, []),
     }
     for name, (function, signature) in endpoints.items():
-        archive.add_endpoint(name, function, input_signature=signature)
+        # Traced here, once: given the plain function, `ExportArchive` traces it
+        # to list its variables and `tf.saved_model.save` again under its save
+        # context (a different tracing key), which doubled the export's time
+        # (9 s of the default run's 16 s after training). Wrapping the concrete
+        # function makes both of those traces a call to it.
+        traced = tf.function(function, input_signature=signature, autograph=False)
+        archive.add_endpoint(name, traced.get_concrete_function(), input_signature=signature)
     with tempfile.TemporaryDirectory() as tmp:
         metadata_path = os.path.join(tmp, METADATA_FILE)
         with open(metadata_path, "w", encoding="utf-8") as f:
