@@ -27,6 +27,11 @@ def bucket_lengths(sequence_length, bucket_boundaries=None):
 
 _BATCHES_PER_CHUNK = 32  # batches grouped by bucket together in make_batches
 
+# The functions given to tf.data here are plain graph code, with no Python
+# control flow on tensors: converting them with AutoGraph, which tf.data
+# does by default, only cost time (3 s of the default run's tracing).
+no_autograph = tf.autograph.experimental.do_not_convert
+
 
 def make_batches(
     dataset,
@@ -90,6 +95,7 @@ def make_batches(
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     sequence_length = preprocessor.sequence_length
 
+    @no_autograph
     def encode(features, labels, masks):
         segments = [features["text"]]
         if preprocessor.pair:
@@ -118,7 +124,7 @@ def make_batches(
 
     if pad_to_fixed_length:
         batches = batch(dataset, batch_size, drop_remainder).map(
-            lambda *example: _drop_lengths(*encode(*example)),
+            no_autograph(lambda *example: _drop_lengths(*encode(*example))),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         return batches.prefetch(tf.data.AUTOTUNE)
@@ -132,12 +138,14 @@ def make_batches(
             return ({k: v[:, :padded] for k, v in x.items()},) + cut((labels, masks), padded)
 
         batches = batch(dataset, batch_size, drop_remainder).map(
-            lambda *example: trimmed(*encode(*example)), num_parallel_calls=tf.data.AUTOTUNE
+            no_autograph(lambda *example: trimmed(*encode(*example))),
+            num_parallel_calls=tf.data.AUTOTUNE,
         )
         return batches.prefetch(tf.data.AUTOTUNE)
     # A Python int, or a tensor when the batches are built inside `flat_map`.
     batch_seed = tf.cast(0 if seed is None else seed, "int64")
 
+    @no_autograph
     def split_by_bucket(chunk_index, chunk):
         x, lengths, labels, masks = chunk
         # Group by bucket, keeping the stream's order within a bucket.
@@ -151,6 +159,7 @@ def make_batches(
             starts, seed=tf.stack([batch_seed, chunk_index])
         )
 
+        @no_autograph
         def one_batch(start):
             stop = tf.minimum(start + batch_size, size)
             longest = tf.reduce_max(lengths[start:stop])
@@ -169,7 +178,7 @@ def make_batches(
     )
     if drop_remainder:
         batches = batches.filter(
-            lambda x, y, w: tf.shape(x["token_ids"])[0] == batch_size
+            no_autograph(lambda x, y, w: tf.shape(x["token_ids"])[0] == batch_size)
         )
     # Every chunk but the last holds whole batches, so a stream of N examples
     # gives ceil(N / B) batches; saying so lets `fit` show and check the count.
@@ -195,7 +204,9 @@ def _traced(preprocessor):
     """
     function = _TRACED.get(preprocessor)
     if function is None:
-        function = _TRACED[preprocessor] = tf.function(preprocessor.__call__, reduce_retracing=True)
+        function = _TRACED[preprocessor] = tf.function(
+            preprocessor.__call__, reduce_retracing=True, autograph=False  # as the SavedModel's
+        )
     return function
 
 

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from mtl_keras.batching import make_batches
+from mtl_keras.batching import make_batches, no_autograph
 from mtl_keras.loop import train_loop
 
 
@@ -31,13 +31,12 @@ def with_pair_feature(pair):
     ['text', 'text_pair']
     """
 
+    @no_autograph
     def add(features, labels, masks):
         features = dict(features)
         features.setdefault("text_pair", tf.constant(""))
         return features, labels, masks
 
-    # Named functions, not two lambdas on one line: AutoGraph (this runs
-    # inside `flat_map`) cannot tell such lambdas apart and warns.
     def with_pair(dataset):
         return dataset.map(add)
 
@@ -122,6 +121,7 @@ class EpochBatches:
         seeds = tf.constant([self.seed + 1000 * e for e in epochs], tf.int64)
         pair = with_pair_feature(self.preprocessor.pair)
 
+        @no_autograph
         def one_epoch(i):
             examples = self.rows.table.to_dataset(order[i], tensors=self._tensors)
             return make_batches(pair(examples), self.preprocessor, self.batch_size,

@@ -98,11 +98,27 @@ def test_word_piece_vocabulary_min_count_gives_rarer_words_a_token():
     from mtl_keras.preprocess import learn_vocabulary
 
     texts = ["zebra grazes"] * 3 + ["the cat sat on the mat"] * 12
-    default = learn_vocabulary(texts, 200)  # keras-hub's own path (count >= 10)
-    rarer = learn_vocabulary(texts, 200, min_count=2)  # the private `pretokenize` path
+    default = learn_vocabulary(texts, 200)
+    rarer = learn_vocabulary(texts, 200, min_count=2)
     assert "zebra" not in default and "the" in default
     assert "zebra" in rarer and "the" in rarer
     assert rarer[:5] == default[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def test_word_piece_vocabulary_equals_keras_hubs_at_its_minimum_count():
+    # `_compat.word_piece_vocabulary` repeats keras-hub's two steps with a
+    # `min_count`; at keras-hub's fixed 10 it must learn the same vocabulary.
+    from mtl_keras.config import load_config
+    from mtl_keras.preprocess import RESERVED_TOKENS, clean_text
+    from mtl_keras.run_data import read_data, training_texts
+
+    sample = training_texts(read_data(load_config()).tables)
+    texts = tf.data.Dataset.from_tensor_slices(sample).map(clean_text)
+    for size in (300, 2000):
+        ours = _compat.word_piece_vocabulary(texts.batch(64), size, True, RESERVED_TOKENS, 10)
+        theirs = keras_hub.tokenizers.compute_word_piece_vocabulary(
+            texts, size, lowercase=True, reserved_tokens=RESERVED_TOKENS)
+        assert ours == theirs and len(ours) > 100
 
 
 def test_keras_hub_layers_return_tensors_inside_tensor_outputs():
