@@ -3,6 +3,7 @@
 Each benchmark runs in its own process, one after the other (they time
 themselves; running them side by side would only measure the contention):
 
+- `default_run.py`: the README's `mtl-keras train`, wall and CPU time by phase;
 - `train_step.py`: our step against a plain Keras multi-output model
   (synthetic fixed-shape batches);
 - `serving.py`: strings-in against ids-in SavedModel latency;
@@ -37,9 +38,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-BENCHMARKS = ("train_step", "serving", "serve_http", "peers", "minilm")
+BENCHMARKS = ("default_run", "train_step", "serving", "serve_http", "peers", "minilm")
 # Extra arguments: a full run, and a smoke run.
 ARGUMENTS = {
+    "default_run": (["--runs", "3"], ["--smoke"]),
     "train_step": ([], ["--smoke"]),
     "serving": (["--rounds", "5"], ["--smoke"]),
     "serve_http": (["--rounds", "3"], ["--smoke"]),

@@ -205,3 +205,27 @@ def test_minilm_smoke(tmp_path):
     assert saving["keras_round_trip_identical"] and saving["export_matches"]
     assert saving["served_labels_match_predict_labels"]
     assert saving["frozen_tasks_after_load"] == ["sst2", "cola", "ag_news"]
+
+
+def test_default_run_phases_add_up_to_the_wall_time():
+    import default_run
+
+    seen = [(0.5, "mtl-keras train: config ..."), (7.0, "Read train data x: 10 rows"),
+            (8.0, "Data report, dev x"), (10.0, "Training: a on 10 examples"),
+            (25.0, "Epoch 1/2: 1 steps"), (27.0, "Epoch 2/2: 1 steps"),
+            (38.0, "Run directory: r (37 s)")]
+    found = default_run.phases(seen, 39.5)
+    assert found == {"start": 7.0, "data": 1.0, "setup": 2.0, "epoch_1": 15.0,
+                     "epochs_2_on": 2.0, "after": 11.0, "exit": 1.5}
+    assert default_run.phases(seen[:2], 8.0)["setup"] is None  # a run that stopped early
+
+
+@pytest.mark.slow  # a benchmark's smoke run: one short `mtl-keras train`
+def test_default_run_smoke(tmp_path):
+    import default_run
+
+    out = tmp_path / "default_run.json"
+    assert default_run.main(["--smoke", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["command"].startswith("mtl-keras train --epochs 1")
+    assert all(v is not None and v >= 0 for v in result["median"]["phases"].values())
