@@ -60,7 +60,7 @@ def make_batches(
     come out in a seeded random order. Only the stream's last chunk can end
     in a partial batch: it is kept (every example appears exactly once)
     unless `drop_remainder=True`. Tagging labels (integer labels per word)
-    are moved to the first piece of each word (`mtl_keras.words.token_labels`):
+    are moved to each word's label piece (`mtl_keras.words.token_labels`):
     in the batches they are int32 `[B, L]` with a `[B, L]` mask, cut to the
     batch's length like the ids; this needs an `align_words` preprocessor.
 
@@ -105,7 +105,7 @@ def make_batches(
         labels, masks = dict(labels), dict(masks)
         for name in token_tasks:
             labels[name], masks[name] = words.token_labels(
-                labels[name], word_ids, masks[name]
+                labels[name], word_ids, masks[name], preprocessor.label_piece
             )
         lengths = tf.reduce_sum(tf.cast(x["padding_mask"], "int32"), axis=-1)
         return x, lengths, labels, masks

@@ -169,6 +169,8 @@ class TextPreprocessor(keras.layers.Layer):
             piece, -1 for `[CLS]`, `[SEP]` and padding. Needed by tagging
             tasks (set by the config when a task is per token); single
             texts only.
+        label_piece: which piece of a word carries its tag, `"first"` or
+            `"last"` (`mtl_keras.words`); only with `align_words`.
 
     Example:
     >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat"]
@@ -189,12 +191,14 @@ class TextPreprocessor(keras.layers.Layer):
         pair=False,
         truncate="round_robin",
         align_words=False,
+        label_piece="first",
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_packing(sequence_length, pair, truncate)
         if align_words and pair:
             raise ValueError("align_words (tagging) takes single texts, not pairs.")
+        words.check_label_piece(label_piece)
         # Strings are not converted to backend tensors, and eager calls run
         # the same TensorFlow ops as tf.data (not keras-hub's Python path).
         _compat.accept_strings(self)
@@ -217,6 +221,7 @@ class TextPreprocessor(keras.layers.Layer):
         self.pair = pair
         self.truncate = truncate
         self.align_words = bool(align_words)
+        self.label_piece = label_piece
         # All state exists now; built layers can be tracked for export.
         self.build()
 
@@ -232,6 +237,7 @@ class TextPreprocessor(keras.layers.Layer):
         align_words=False,
         min_count=MIN_COUNT,
         vocabulary=None,
+        label_piece="first",
         **kwargs,
     ):
         """A preprocessor with a vocabulary learned from `texts` (or given).
@@ -239,8 +245,8 @@ class TextPreprocessor(keras.layers.Layer):
         Args:
             texts: training texts, see `learn_vocabulary`.
             vocabulary_size: the most tokens to learn, reserved ones included.
-            sequence_length, lowercase, pair, truncate, align_words: as for
-                the constructor.
+            sequence_length, lowercase, pair, truncate, align_words,
+                label_piece: as for the constructor.
             min_count: see `learn_vocabulary`.
             vocabulary: a vocabulary file (`read_vocabulary`) or list used
                 as it is instead of learning; `texts`, `vocabulary_size` and
@@ -254,8 +260,9 @@ class TextPreprocessor(keras.layers.Layer):
                 texts, vocabulary_size, lowercase=lowercase, min_count=min_count
             )
         return cls(
-            vocabulary, sequence_length, lowercase, pair, truncate, align_words, **kwargs
-        )
+            vocabulary, sequence_length, lowercase, pair, truncate, align_words,
+            label_piece, **kwargs,
+        )  # fmt: skip
 
     def check_encoder(self, encoder):
         """Raises if `encoder` cannot embed what this preprocessor packs.
@@ -393,6 +400,7 @@ class TextPreprocessor(keras.layers.Layer):
             "pair": self.pair,
             "truncate": self.truncate,
             "align_words": self.align_words,
+            "label_piece": self.label_piece,
         }
 
 

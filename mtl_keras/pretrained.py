@@ -216,8 +216,9 @@ def _backbone_input_specs(backbone):
 
 
 def preprocessor_from_preset(
-    preset, sequence_length=128, pair=False, truncate="round_robin", **kwargs
-):
+    preset, sequence_length=128, pair=False, truncate="round_robin", label_piece="first",
+    **kwargs,
+):  # fmt: skip
     """A `TextPreprocessor` with the WordPiece vocabulary of `preset`'s tokenizer.
 
     The vocabulary and case folding come from the preset
@@ -227,7 +228,8 @@ def preprocessor_from_preset(
     Args:
         preset: as for `PretrainedEncoder.from_preset`; a Hugging Face
             directory needs `vocab.txt` and `tokenizer_config.json`.
-        sequence_length, pair, truncate, **kwargs: for `TextPreprocessor`.
+        sequence_length, pair, truncate, label_piece, **kwargs: for
+            `TextPreprocessor`.
 
     Raises:
         ValueError: the tokenizer is not WordPiece, or its vocabulary lacks
@@ -245,8 +247,9 @@ def preprocessor_from_preset(
     """
     tokenizer = keras_hub.models.Tokenizer.from_preset(os.fspath(preset))
     return preprocessor_from_tokenizer(
-        tokenizer, sequence_length, pair=pair, truncate=truncate, **kwargs
-    )
+        tokenizer, sequence_length, pair=pair, truncate=truncate,
+        label_piece=label_piece, **kwargs,
+    )  # fmt: skip
 
 
 def preprocessor_from_tokenizer(tokenizer, sequence_length=128, **kwargs):

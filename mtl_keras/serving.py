@@ -16,6 +16,7 @@ import weakref
 
 import tensorflow as tf
 
+from mtl_keras import words
 from mtl_keras.kinds import format_rows
 from mtl_keras.preprocess import MODEL_INPUTS, to_bytes
 
@@ -136,8 +137,10 @@ class TextServing:
         # length up to `sequence_length`, and short requests get cheaper.
         lengths = tf.reduce_sum(tf.cast(x["padding_mask"], tf.int32), axis=1)
         length = tf.reduce_max(tf.concat([lengths, [1]], axis=0))
-        if alignment is not None:
-            alignment["word_ids"] = x["word_ids"][:, :length]
+        if alignment is not None:  # where each word's tag is read
+            alignment["label_pieces"] = words.label_pieces(
+                x["word_ids"][:, :length], preprocessor.label_piece
+            )
         return self.serving_outputs(
             x["token_ids"][:, :length], x["padding_mask"][:, :length], alignment
         )

@@ -11,9 +11,11 @@ the one home of both halves of the bridge:
   words: give tokenized text to get one tag per token as in training).
 * **Alignment** (`align_word_pieces`). Each word is tokenized on its own; a
   word that gives no piece (only control or format characters) becomes one
-  `[UNK]`, so every word has a first piece. Each word's label goes to its
-  first piece; the other pieces, `[CLS]`, `[SEP]` and padding are masked (the
-  keras-io BERT NER convention). Truncation keeps whole words: a text is cut
+  `[UNK]`, so every word has a first piece. Each word's label goes to one
+  piece, its *label piece*: the first (the keras-io BERT NER convention, the
+  default) or the last (`label_piece="last"`: English marks part of speech
+  with suffixes, `##ly`, `##ing`, `##s`, which a rare word's last piece
+  holds); the other pieces, `[CLS]`, `[SEP]` and padding are masked. Truncation keeps whole words: a text is cut
   after the last word whose pieces fit in `sequence_length - 2`; only a first
   word longer than that is cut inside (it keeps its first pieces and label).
   The words cut are counted (`cut_words`) and reported before training.
@@ -33,6 +35,7 @@ WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace
 _CLASS = "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE)
 WHITESPACE_PATTERN = f"[{_CLASS}]+"  # RE2 syntax
 IGNORE = -1  # word id of [CLS], [SEP], padding and non-word pieces
+LABEL_PIECES = ("first", "last")  # which piece of a word carries its label
 
 
 def split_words(text):
@@ -174,26 +177,64 @@ def first_pieces(word_ids):
     return (word_ids >= 0) & tf.not_equal(word_ids, previous)
 
 
-def token_labels(word_labels, word_ids, row_mask):
-    """Word labels moved to first pieces: `(labels [B, L], mask [B, L])`.
+def last_pieces(word_ids):
+    """Bool `[B, L]`: the positions holding the last piece of a word.
+
+    Example:
+    >>> last_pieces(tf.constant([[-1, 0, 1, 1, 2, -1]])).numpy().astype(int).tolist()
+    [[0, 1, 0, 1, 1, 0]]
+    """
+    following = tf.pad(word_ids[:, 1:], [[0, 0], [0, 1]], constant_values=IGNORE)
+    return (word_ids >= 0) & tf.not_equal(word_ids, following)
+
+
+def label_pieces(word_ids, label_piece="first"):
+    """Bool `[B, L]`: the piece of each word that carries its label.
+
+    Example:
+    >>> label_pieces(tf.constant([[-1, 0, 0, -1]]), "last").numpy().astype(int).tolist()
+    [[0, 0, 1, 0]]
+    """
+    check_label_piece(label_piece)
+    return (first_pieces if label_piece == "first" else last_pieces)(word_ids)
+
+
+def check_label_piece(label_piece):
+    """Raises ValueError unless `label_piece` is one of `LABEL_PIECES`.
+
+    Example:
+    >>> check_label_piece("middle")
+    Traceback (most recent call last):
+    ...
+    ValueError: label_piece must be one of ('first', 'last'), got 'middle'.
+    """
+    if label_piece not in LABEL_PIECES:
+        raise ValueError(f"label_piece must be one of {LABEL_PIECES}, got {label_piece!r}.")
+
+
+def token_labels(word_labels, word_ids, row_mask, label_piece="first"):
+    """Word labels moved to their label pieces: `(labels [B, L], mask [B, L])`.
 
     Args:
         word_labels: ragged (or dense) int `[B, W]`, one label per word.
         word_ids: int `[B, L]` from the preprocessor.
         row_mask: float `[B]`, 1.0 where the row carries the task's labels.
+        label_piece: `"first"` or `"last"` (see the module docstring).
 
     Example:
     >>> labels, mask = token_labels(tf.ragged.constant([[4, 5]]),
     ...                             tf.constant([[-1, 0, 0, 1, -1]]), tf.constant([1.0]))
     >>> labels.numpy().tolist(), mask.numpy().tolist()
     ([[0, 4, 0, 5, 0]], [[0.0, 1.0, 0.0, 1.0, 0.0]])
+    >>> token_labels(tf.ragged.constant([[4, 5]]), tf.constant([[-1, 0, 0, 1, -1]]),
+    ...              tf.constant([1.0]), "last")[0].numpy().tolist()
+    [[0, 0, 4, 5, 0]]
     """
     if isinstance(word_labels, tf.RaggedTensor):
         word_labels = word_labels.to_tensor()
     word_labels = tf.pad(word_labels, [[0, 0], [0, 1]])  # at least one column
-    first = first_pieces(word_ids)
+    labelled = label_pieces(word_ids, label_piece)
     index = tf.clip_by_value(word_ids, 0, tf.shape(word_labels)[1] - 1)
-    labels = tf.gather(word_labels, index, batch_dims=1)
-    labels = tf.where(first, labels, tf.zeros_like(labels))
-    mask = tf.cast(first, "float32") * tf.cast(row_mask, "float32")[:, None]
+    labels = tf.where(labelled, tf.gather(word_labels, index, batch_dims=1), 0)
+    mask = tf.cast(labelled, "float32") * tf.cast(row_mask, "float32")[:, None]
     return tf.cast(labels, "int32"), mask

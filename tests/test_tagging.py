@@ -23,8 +23,9 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "ann", "lee", "went", "to
 NER = Task("ner", "tagging", 5, label_names=("O", "B-PER", "I-PER", "B-LOC", "I-LOC"))
 
 
-def _preprocessor(length=16):
-    return TextPreprocessor(VOCAB, sequence_length=length, align_words=True)
+def _preprocessor(length=16, label_piece="first"):
+    return TextPreprocessor(VOCAB, sequence_length=length, align_words=True,
+                            label_piece=label_piece)
 
 
 def test_each_word_label_goes_to_its_first_piece():
@@ -41,6 +42,12 @@ def test_each_word_label_goes_to_its_first_piece():
     assert w["ner"].numpy()[0, :8].tolist() == [0, 1, 1, 1, 1, 0, 0, 0]
     assert w["ner"].numpy()[1].sum() == 0  # unlabelled row: masked everywhere
     assert y["ner"].shape == x["token_ids"].shape  # cut to the batch's bucket
+    # label_piece="last": the same labels on each word's last piece ("!").
+    x, y, w = next(iter(make_batches(raw, _preprocessor(label_piece="last"), 4, keep_order=True)))
+    assert y["ner"].numpy()[0, :8].tolist() == [0, 1, 0, 0, 0, 0, 3, 0]
+    assert w["ner"].numpy()[0, :8].tolist() == [0, 1, 1, 1, 0, 0, 1, 0]
+    with pytest.raises(ValueError, match="label_piece must be one of"):
+        _preprocessor(label_piece="all")
 
 
 def test_truncation_keeps_whole_words_and_counts_the_cut_ones():
@@ -250,8 +257,8 @@ def test_entity_f1_equals_seqeval_on_300_wnut_sentences():
     assert found["person"]["support"] == 158
 
 
-def _tagging_model(learning_rate=1e-3):
-    preprocessor = _preprocessor()
+def _tagging_model(learning_rate=1e-3, label_piece="first"):
+    preprocessor = _preprocessor(label_piece=label_piece)
     encoder = SharedEncoder.for_preprocessor(preprocessor, hidden_dim=16, num_layers=1, num_heads=2)
     model = MultiTaskModel([NER, Task("exclaims", "binary")], encoder, preprocessor)
     model.compile(learning_rate=learning_rate)
@@ -261,20 +268,31 @@ def _tagging_model(learning_rate=1e-3):
 TEXTS = ["ann  went to rome !", "new yorker ann lee", "rome"]
 
 
-def _word_tags_by_predict(model, texts):
-    """Tags per word from `model.predict` on the aligned ids, by hand."""
+def _word_logits_by_predict(model, texts):
+    """Per text, `model.predict`'s logits at each word's label piece, by hand."""
     x = model.preprocessor(texts)
     logits = model.predict({k: x[k] for k in ("token_ids", "padding_mask")}, verbose=0)["ner"]
-    tags = []
+    last = model.preprocessor.label_piece == "last"
+    found = []
     for row, word_ids in enumerate(x["word_ids"].numpy()):
-        firsts = [i for i, w in enumerate(word_ids) if w >= 0 and (i == 0 or word_ids[i - 1] != w)]
-        tags.append([NER.classes[int(np.argmax(logits[row, i]))] for i in firsts])
-    return tags
+        near = np.concatenate([word_ids[1:], [-1]]) if last else np.concatenate([[-1], word_ids[:-1]])
+        found.append(logits[row, [i for i, w in enumerate(word_ids) if w >= 0 and near[i] != w]])
+    return found
 
 
-def test_saved_model_and_keras_file_serve_the_tags_predict_gives(tmp_path):
-    model = _tagging_model()
+def _word_tags_by_predict(model, texts):
+    return [[NER.classes[int(np.argmax(z))] for z in row]
+            for row in _word_logits_by_predict(model, texts)]  # fmt: skip
+
+
+@pytest.mark.parametrize("label_piece", ["first", "last"])
+def test_saved_model_and_keras_file_serve_the_tags_predict_gives(tmp_path, label_piece):
+    model = _tagging_model(label_piece=label_piece)
     expected = _word_tags_by_predict(model, TEXTS)
+    assert len(expected[1]) == 4  # "yorker" (two pieces) has one tag
+    served = model.serve_text(tf.constant(TEXTS))["ner_probabilities"].numpy()
+    for row, logits in enumerate(_word_logits_by_predict(model, TEXTS)):  # the same piece
+        np.testing.assert_allclose(served[row, : len(logits)], tf.nn.softmax(logits), atol=1e-5)
     rows = model.predict_labels(TEXTS)
     assert [r["ner"]["label"] for r in rows] == expected
     assert rows[0]["ner"]["words"] == ["ann", "went", "to", "rome", "!"]
@@ -286,7 +304,7 @@ def test_saved_model_and_keras_file_serve_the_tags_predict_gives(tmp_path):
             assert text[entity["start"] : entity["end"]] == entity["text"]
     model.save(tmp_path / "model.keras")
     loaded = load_keras_model(tmp_path / "model.keras")
-    assert loaded.preprocessor.align_words
+    assert loaded.preprocessor.align_words and loaded.preprocessor.label_piece == label_piece
     assert _word_tags_by_predict(loaded, TEXTS) == expected
     ids = model.preprocessor(TEXTS)
     for key, value in loaded.preprocessor(TEXTS).items():  # same ids after loading

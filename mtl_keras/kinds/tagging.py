@@ -1,7 +1,7 @@
 """The `tagging` kind: one of C tags per word: C logits per token, softmax cross-entropy.
 
 Labels are one tag per word (`mtl_keras.words`); in batches they sit on
-each word's first piece, and the metrics count words. For an entity tag set
+each word's label piece (the first by default), and the metrics count words. For an entity tag set
 (IOB1, IOB2, BIOES: `mtl_keras.entities`) entity-level F1 is the headline
 metric; otherwise token (word) accuracy.
 """
@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtl_keras import entities, words
+from mtl_keras import entities
 from mtl_keras.kinds.base import (
     as_list,
     parse_class,
@@ -58,8 +58,8 @@ class Tagging(Multiclass):
         return labels, logits  # [B, L] and [B, L, C]: entities need the rows
 
     def evaluation_rows(self, labels, logits, mask):
-        words = mask > 0  # one row per word: its first piece
-        return labels[words], logits[words]
+        labelled = mask > 0  # one row per word: its label piece
+        return labels[labelled], logits[labelled]
 
     def evaluation_details(self, task, model):
         if not self.scheme(task):
@@ -119,13 +119,13 @@ class Tagging(Multiclass):
         sets `<task>_entity_{type,start,end,text}` `[B, K]`: the spans, with
         character offsets into the text ("" / -1 pad).
         """
-        first = words.first_pieces(alignment["word_ids"])
+        labelled = alignment["label_pieces"]  # one piece per word kept
         width = tf.cast(alignment["words"].bounding_shape()[1], "int32")
         p = tf.nn.softmax(logits, axis=-1)
-        p = tf.ragged.boolean_mask(p, first).to_tensor(
+        p = tf.ragged.boolean_mask(p, labelled).to_tensor(
             shape=tf.stack([tf.shape(p)[0], width, task.num_classes])
         )
-        tagged = tf.ragged.boolean_mask(first, first).to_tensor(
+        tagged = tf.ragged.boolean_mask(labelled, labelled).to_tensor(
             False, shape=tf.stack([tf.shape(p)[0], width])
         )
         index = tf.argmax(p, axis=-1, output_type=tf.int32)
