@@ -257,8 +257,8 @@ def test_entity_f1_equals_seqeval_on_300_wnut_sentences():
     assert found["person"]["support"] == 158
 
 
-def _tagging_model(learning_rate=1e-3, label_piece="first"):
-    preprocessor = _preprocessor(label_piece=label_piece)
+def _tagging_model(learning_rate=1e-3, label_piece="first", length=16):
+    preprocessor = _preprocessor(length, label_piece)
     encoder = SharedEncoder.for_preprocessor(preprocessor, hidden_dim=16, num_layers=1, num_heads=2)
     model = MultiTaskModel([NER, Task("exclaims", "binary")], encoder, preprocessor)
     model.compile(learning_rate=learning_rate)
@@ -336,3 +336,24 @@ def test_a_tagging_and_a_sentence_task_train_together():
     logs = model.evaluate(batches, verbose=0, return_dict=True)
     assert logs["ner_loss"] < before / 2
     assert logs["ner_token_accuracy"] == 1.0 and logs["ner_entity_f1"] == 1.0
+
+
+def test_evaluate_counts_every_word_once_whatever_the_batch_lengths():
+    # Keras' own accuracy weights a word by 1 / (its batch's padded length):
+    # batches of 1 short and 1 long text gave a different answer than the count.
+    model = _tagging_model(length=128)
+    texts = ["rome", "ann went to rome ! new york lee went to rome . " * 4, "lee", "ann lee"]
+    tags = [[3], [1, 0, 0, 3, 0, 3, 4, 1, 0, 0, 3, 0] * 4, [1], [1, 2]]
+    raw = tf.data.Dataset.from_tensor_slices((
+        {"text": texts}, {"ner": tf.ragged.constant(tags, dtype="int32")}, {"ner": [1.0] * 4},
+    ))  # fmt: skip
+    predicted = _word_tags_by_predict(model, texts)
+    counted = np.mean([NER.classes[t] == p for row, p_row in zip(tags, predicted)
+                       for t, p in zip(row, p_row)])  # fmt: skip
+    assert 0 < counted < 1  # some right, some wrong: the weighting shows
+    for batch_size in (1, 2, 4):
+        batches = make_batches(raw, model.preprocessor, batch_size, keep_order=True)
+        if batch_size == 1:
+            assert len({int(x["token_ids"].shape[1]) for x, _, _ in batches}) > 1
+        logs = model.evaluate(batches, verbose=0, return_dict=True)
+        assert logs["ner_token_accuracy"] == pytest.approx(counted, abs=1e-6), batch_size

@@ -6,7 +6,6 @@ each word's label piece (the first by default), and the metrics count words. For
 metric; otherwise token (word) accuracy.
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -17,6 +16,7 @@ from mtl_keras.kinds.base import (
     top_probabilities,
 )
 from mtl_keras.kinds.multiclass import Multiclass
+from mtl_keras.metrics import TokenAccuracy
 
 
 class Tagging(Multiclass):
@@ -51,7 +51,7 @@ class Tagging(Multiclass):
         if self.scheme(task):
             found["entity_f1"] = entities.EntityF1(task.classes, name=f"{task.name}_entity_f1")
         name = task.name + "_token_accuracy"
-        found["token_accuracy"] = keras.metrics.SparseCategoricalAccuracy(name=name)
+        found["token_accuracy"] = TokenAccuracy(name=name)  # each word once, any padding
         return found
 
     def metric_inputs(self, task, labels, logits):
